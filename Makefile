@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - the showcase on the embedded default model
+#   make test   - the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip --disable-pip-version-check
+# The CPU build of PyTorch; a looser requirement would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test venv torch system-deps bench-llm clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+torch: venv
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install --quiet $(TORCH)
+
+$(VENV)/.installed-core: pyproject.toml | venv
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | torch
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed-core
+
+# System packages the tests need: a PostgreSQL server the fixtures start on loopback.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL server (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+demo: $(VENV)/.installed-core
+	$(BIN)/lifelong demo
+
+test: system-deps $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+bench-llm: $(VENV)/.installed-core
+	$(BIN)/lifelong bench llm
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""lifelong.bench."""
