@@ -1,1 +1,43 @@
-"""lifelong.context."""
+"""Context memory: notes kept in every prompt, documentation read on demand.
+
+- :class:`Notes` — short memories of one namespace, with a token budget.
+- :class:`Docs` — Markdown documents on disk with a search index.
+- :func:`open_store` — SQLite (default) or PostgreSQL storage for both.
+"""
+
+from lifelong.context.docs import DocInfo, Docs, Page, compose_document, parse_document
+from lifelong.context.notes import (
+    AddResult,
+    Note,
+    NoteChange,
+    Notes,
+    NotesStats,
+    OverBudget,
+    budget_for,
+    default_budget,
+    render_notes,
+    word_count,
+)
+from lifelong.context.store import SearchHit, Store, default_store_url, open_store
+
+__all__ = [
+    "AddResult",
+    "DocInfo",
+    "Docs",
+    "Note",
+    "NoteChange",
+    "Notes",
+    "NotesStats",
+    "OverBudget",
+    "Page",
+    "SearchHit",
+    "Store",
+    "budget_for",
+    "compose_document",
+    "default_budget",
+    "default_store_url",
+    "open_store",
+    "parse_document",
+    "render_notes",
+    "word_count",
+]

@@ -1,0 +1,404 @@
+"""Documentation: verbose Markdown files on disk that a model reads on demand.
+
+One file per topic in a workspace folder per namespace, each with YAML front
+matter (``description``, ``tags``, ``provenance``) so a person can open, edit
+and diff them. The files are the truth; the store holds a search index of
+them, refreshed whenever a file's size, mtime or hash changes, so edits made
+by hand are picked up.
+
+Tools, with few sharp verbs: ``tree``, ``search``, ``read`` (a page of at most
+N tokens from an offset), ``write``, ``append``, ``str_replace``. Every path is
+confined to the namespace's folder: ``..``, absolute paths and symlinks that
+leave it are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from lifelong.atomic import atomic_write_text
+from lifelong.context.store.base import DocRow, SearchHit, Store, Tx, validate_namespace
+from lifelong.errors import NotFoundError, ValidationError
+
+TokenCounter = Callable[[str], int]
+_FRONT = "---\n"
+_TAG_RE = re.compile(r"^[\w.:/-]{1,40}$")
+
+
+# -- front matter ----------------------------------------------------------------------------
+
+
+def parse_document(text: str) -> tuple[dict, str]:
+    """Split a document into (front matter, body); a clear error if the front matter is bad."""
+    if not text.startswith(_FRONT):
+        return {}, text
+    end = text.find("\n---\n", len(_FRONT) - 1)
+    if end < 0:
+        if text.endswith("\n---"):
+            end = len(text) - 4
+        else:
+            raise ValidationError("front matter opened with '---' is never closed",
+                                  hint="end the YAML header with a line '---'")
+    header, body = text[len(_FRONT):end + 1], text[end + 5:]
+    try:
+        meta = yaml.safe_load(header)
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"front matter is not valid YAML: {exc}",
+                              hint="fix the YAML between the '---' lines") from None
+    meta = {} if meta is None else meta
+    if not isinstance(meta, dict):
+        raise ValidationError("front matter must be a YAML mapping (key: value lines)")
+    if not isinstance(meta.get("description", ""), str):
+        raise ValidationError("front matter 'description' must be a string")
+    tags = meta.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG_RE.match(t) for t in tags):
+        raise ValidationError("front matter 'tags' must be a list of short words",
+                              hint="e.g. tags: [deploy, aws]")
+    if not isinstance(meta.get("provenance", {}), dict):
+        raise ValidationError("front matter 'provenance' must be a mapping")
+    return meta, body.removeprefix("\n")
+
+
+def compose_document(meta: dict, body: str) -> str:
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
+    return f"{_FRONT}{header}---\n\n{body}"
+
+
+def _default_description(body: str) -> str:
+    for line in body.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line[:120]
+    return ""
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    path: str
+    description: str
+    tags: tuple[str, ...]
+    size: int  # bytes
+    error: str = ""  # non-empty when the file's front matter is invalid
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a document: ``text`` is ``content[offset:next_offset]``."""
+
+    path: str
+    text: str
+    offset: int  # characters
+    next_offset: int
+    more: bool  # whether text remains after next_offset
+    total_chars: int
+    tokens: int
+
+
+# -- the documentation of one namespace ------------------------------------------------------
+
+
+class Docs:
+    """The documents of one namespace, in ``root / namespace``."""
+
+    def __init__(
+        self,
+        store: Store,
+        namespace: str,
+        root: str | Path,
+        count_tokens: TokenCounter,
+        *,
+        model: str = "",
+        create: bool = False,
+        rescan_interval_s: float = 0.0,
+        max_doc_chars: int = 2_000_000,
+    ) -> None:
+        validate_namespace(namespace)
+        if create:
+            store.create_namespace(namespace)
+        else:
+            store.require_namespace(namespace)
+        self.store = store
+        self.namespace = namespace
+        self.folder = Path(root) / namespace
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count_tokens = count_tokens
+        self.model = model
+        # 0: look at the files before every tree/search. A long-running session
+        # with thousands of docs may rescan less often (its own writes are
+        # indexed as they happen; this only bounds how late hand edits show up).
+        self.rescan_interval_s = rescan_interval_s
+        self.max_doc_chars = max_doc_chars
+        self._last_scan = float("-inf")
+
+    # -- paths ---------------------------------------------------------------
+    def resolve(self, path: str) -> tuple[str, Path]:
+        """(canonical relative path, real file path), or ValidationError if the
+        path is not a Markdown file inside this namespace's folder."""
+        if not isinstance(path, str) or not path.strip():
+            raise ValidationError("empty document path", hint="e.g. deploy/aws.md")
+        if "\\" in path or "\x00" in path:
+            raise ValidationError(f"invalid characters in document path {path!r}",
+                                  hint="use '/' between folders")
+        p = PurePosixPath(path.strip())
+        if p.is_absolute() or path.startswith("~"):
+            raise ValidationError(f"absolute path {path!r} refused: paths are relative to the workspace",
+                                  hint="e.g. deploy/aws.md")
+        if ".." in p.parts:
+            raise ValidationError(f"path {path!r} refused: '..' would leave the workspace",
+                                  hint="name documents relative to the workspace, without '..'")
+        if any(part.startswith(".") for part in p.parts):
+            raise ValidationError(f"path {path!r} refused: hidden names (starting with '.') are not documents")
+        if p.suffix == "":
+            p = p.with_suffix(".md")
+        if p.suffix != ".md":
+            raise ValidationError(f"{path!r} is not a Markdown document", hint="use a .md path")
+        real = (self.folder / p).resolve()
+        if not real.is_relative_to(self.folder.resolve()):
+            raise ValidationError(f"path {path!r} refused: a symlink leads outside the workspace",
+                                  hint="documents must live inside the namespace's folder")
+        return p.as_posix(), real
+
+    # -- reads ---------------------------------------------------------------
+    def tree(self) -> list[DocInfo]:
+        """Every document, by path."""
+        self._maybe_sync()
+        with self.store.session(self.namespace) as tx:
+            stamps = tx.doc_stamps()
+            rows = [tx.doc_get(p) for p in sorted(stamps)]
+        return [DocInfo(r.path, r.description, tuple(r.tags), r.size, r.error) for r in rows if r]
+
+    def tree_text(self) -> str:
+        """A compact index for a prompt: one line per document."""
+        lines = [f"- {d.path}: {d.description}" if d.description else f"- {d.path}" for d in self.tree()]
+        return "\n".join(lines)
+
+    def search(self, query: str, limit: int = 10) -> list[SearchHit]:
+        """Full-text search (any of the query's words), best first."""
+        terms = list(dict.fromkeys(re.findall(r"\w+", query.casefold())))[:32]
+        if not terms:
+            raise ValidationError("empty search query", hint="give one or more words")
+        if limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        self._maybe_sync()
+        with self.store.session(self.namespace) as tx:
+            return tx.doc_search(terms, limit)
+
+    def read(self, path: str, offset: int = 0, max_tokens: int = 1024) -> Page:
+        """At most ``max_tokens`` tokens of the document from character ``offset``,
+        cut at a line (or word) boundary when one is near; ``next_offset`` continues."""
+        rel, real = self.resolve(path)
+        text = self._load(rel, real)
+        if not 0 <= offset <= len(text):
+            raise ValidationError(f"offset {offset} is outside {rel} ({len(text)} characters)")
+        if max_tokens < 1:
+            raise ValidationError(f"max_tokens must be at least 1, got {max_tokens}")
+        end = self._page_end(text, offset, max_tokens)
+        chunk = text[offset:end]
+        return Page(rel, chunk, offset, end, end < len(text), len(text),
+                    self.count_tokens(chunk) if chunk else 0)
+
+    def exists(self, path: str) -> bool:
+        return self.resolve(path)[1].is_file()
+
+    # -- writes --------------------------------------------------------------
+    def write(self, path: str, text: str, *, description: str | None = None,
+              tags: Sequence[str] | None = None, session: str = "", task: str = "",
+              model: str | None = None) -> DocInfo:
+        """Create or overwrite a document. ``text`` is the body, or a whole file
+        starting with front matter; ``description``/``tags`` override it."""
+        meta, body = parse_document(text)
+        if tags is not None:
+            meta["tags"] = list(tags)
+        if description is not None:
+            meta["description"] = description
+
+        def change(old: dict | None, _body: str | None, _current: str) -> tuple[dict, str]:
+            new = dict(meta)
+            new.setdefault("description", (old or {}).get("description") or _default_description(body))
+            new.setdefault("tags", (old or {}).get("tags", []))
+            prov = dict((old or {}).get("provenance") or {})
+            prov.update(meta.get("provenance") or {})
+            return new | {"provenance": prov}, body
+
+        return self._change(path, change, session, task, model, create=True)
+
+    def append(self, path: str, text: str, *, session: str = "", task: str = "",
+               model: str | None = None) -> DocInfo:
+        """Add ``text`` at the end of an existing document's body."""
+        if not text:
+            raise ValidationError("nothing to append")
+
+        def change(old: dict | None, body: str | None, _current: str) -> tuple[dict, str]:
+            assert old is not None and body is not None
+            sep = "" if not body or body.endswith("\n") else "\n"
+            return old, body + sep + text
+
+        return self._change(path, change, session, task, model, create=False)
+
+    def str_replace(self, path: str, old: str, new: str, *, session: str = "", task: str = "",
+                    model: str | None = None) -> DocInfo:
+        """Replace ``old``, which must occur exactly once in the document, by ``new``."""
+        if not old:
+            raise ValidationError("the text to replace is empty", hint="quote the exact words to change")
+
+        def change(_meta: dict | None, _body: str | None, current: str) -> tuple[dict, str]:
+            # On the file as it is on disk, front matter included, so the text
+            # a reader saw with `read` is the text that matches.
+            count = current.count(old)
+            if count != 1:
+                raise ValidationError(
+                    f"{path}: the text to replace occurs {count} times, not once",
+                    hint="quote more context so it occurs exactly once" if count
+                    else "copy the exact text from `lifelong docs read`",
+                )
+            return parse_document(current.replace(old, new, 1))
+
+        return self._change(path, change, session, task, model, create=False)
+
+    # -- index ---------------------------------------------------------------
+    def sync(self) -> int:
+        """Re-index files whose size, mtime or hash changed; drop vanished ones.
+        Returns how many index entries changed."""
+        on_disk = dict(self._scan())
+        with self.store.session(self.namespace) as tx:
+            stamps = tx.doc_stamps()
+        stale = [p for p, st in on_disk.items() if stamps.get(p, (None, None))[:2] != st]
+        gone = [p for p in stamps if p not in on_disk]
+        changed = 0
+        if stale or gone:
+            with self.store.session(self.namespace, write=True) as tx:
+                for rel in gone:
+                    tx.doc_delete(rel)
+                    changed += 1
+                for rel in stale:
+                    real = self.folder / rel
+                    try:
+                        data = real.read_bytes()
+                        st = real.stat()
+                    except FileNotFoundError:  # removed since the scan
+                        tx.doc_delete(rel)
+                        continue
+                    digest = hashlib.sha256(data).hexdigest()
+                    old = stamps.get(rel)
+                    row = tx.doc_get(rel) if old and old[2] == digest else None
+                    if row is None:  # new or really changed: parse again
+                        row = self._row(rel, data.decode("utf-8", errors="replace"), digest)
+                        changed += 1
+                    row.mtime_ns, row.size = st.st_mtime_ns, st.st_size
+                    tx.doc_upsert(row)
+        self._last_scan = time.monotonic()
+        return changed
+
+    # -- internals -----------------------------------------------------------
+    def _maybe_sync(self) -> None:
+        if time.monotonic() - self._last_scan >= self.rescan_interval_s:
+            self.sync()
+
+    def _scan(self):
+        root = self.folder.resolve()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.startswith(".") or not name.endswith(".md"):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_symlink() and not full.resolve().is_relative_to(root):
+                    continue  # never index what lies outside the workspace
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield full.relative_to(root).as_posix(), (st.st_mtime_ns, st.st_size)
+
+    def _row(self, rel: str, text: str, digest: str) -> DocRow:
+        try:
+            meta, body = parse_document(text)
+        except ValidationError as exc:  # a hand edit broke it: index raw text, show the error
+            return DocRow(rel, "", [], text, sha256=digest, error=exc.message)
+        return DocRow(rel, str(meta.get("description", "")), list(meta.get("tags", [])), body,
+                      sha256=digest)
+
+    def _load(self, rel: str, real: Path) -> str:
+        try:
+            return real.read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
+                                hint="see `lifelong docs tree` or `lifelong docs search`") from None
+
+    def _change(self, path: str, change: Callable[[dict | None, str | None, str], tuple[dict, str]],
+                session: str, task: str, model: str | None, *, create: bool) -> DocInfo:
+        rel, real = self.resolve(path)
+        # The namespace's write lock serialises read-modify-write of files
+        # across processes; the file is replaced atomically, then indexed.
+        with self.store.session(self.namespace, write=True) as tx:
+            old_meta: dict | None = None
+            old_body: str | None = None
+            current = ""
+            if real.is_file():
+                current = self._load(rel, real)
+                try:
+                    old_meta, old_body = parse_document(current)
+                except ValidationError as exc:
+                    if not create:
+                        raise ValidationError(f"{rel}: {exc.message}",
+                                              hint="fix its front matter by hand, or overwrite it "
+                                              "with `lifelong docs write`") from None
+            elif not create:
+                raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
+                                    hint="create it with `lifelong docs write`")
+            meta, body = change(old_meta, old_body, current)
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            prov = dict(meta.get("provenance") or {})
+            author = self.model if model is None else model
+            if old_meta is None or not prov.get("created"):
+                prov.setdefault("created", now)
+                for key, value in (("model", author), ("session", session), ("task", task)):
+                    if value:
+                        prov.setdefault(key, value)
+            prov["updated"] = now
+            if author and prov.get("model") != author:
+                prov["updated_by"] = author
+            text = compose_document(meta | {"provenance": prov}, body)
+            parse_document(text)  # what we write must read back
+            if len(text) > self.max_doc_chars:
+                raise ValidationError(f"{rel} would be {len(text)} characters; the limit is {self.max_doc_chars}",
+                                      hint="split it into several documents")
+            atomic_write_text(real, text)
+            st = real.stat()
+            row = self._row(rel, text, hashlib.sha256(text.encode()).hexdigest())
+            row.mtime_ns, row.size = st.st_mtime_ns, st.st_size
+            tx.doc_upsert(row)
+        return DocInfo(rel, row.description, tuple(row.tags), row.size)
+
+    def _page_end(self, text: str, offset: int, max_tokens: int) -> int:
+        n = len(text)
+        if offset == n or self.count_tokens(text[offset:]) <= max_tokens:
+            return n
+        # Largest end with count(text[offset:end]) <= max_tokens (counts grow with end).
+        lo, hi = offset, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.count_tokens(text[offset:mid]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == offset:
+            raise ValidationError(f"max_tokens={max_tokens} is too small to read anything at offset {offset}")
+        # Prefer to stop after a newline, else after whitespace, in the page's second half.
+        half = offset + (lo - offset) // 2
+        for sep in ("\n", " "):
+            cut = text.rfind(sep, half, lo)
+            if cut >= 0:
+                return cut + 1
+        return lo

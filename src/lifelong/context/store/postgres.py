@@ -1,0 +1,264 @@
+"""PostgreSQL store (psycopg 3): the same interface, for deployments that
+outgrow one machine. Full-text search is PostgreSQL's own (``tsvector``).
+
+Writers of one namespace are serialised by a row lock on that namespace
+(``SELECT … FOR UPDATE``): the same guarantee ``BEGIN IMMEDIATE`` gives on
+SQLite, without blocking writers of other namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lifelong.context.store.base import (
+    DocRow,
+    NoteEvent,
+    NoteRow,
+    SearchHit,
+    Store,
+    Tx,
+    validate_namespace,
+)
+from lifelong.errors import ConfigError, StoreError
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1: namespaces, notes and their history
+        "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created DOUBLE PRECISION NOT NULL)",
+        """CREATE TABLE notes (
+            id BIGSERIAL PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            text TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'superseded', 'deleted')),
+            created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL,
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '[]',
+            tokens INTEGER NOT NULL DEFAULT 0, superseded_by BIGINT)""",
+        "CREATE INDEX notes_by_namespace ON notes (namespace, status, created, id)",
+        """CREATE TABLE note_events (
+            id BIGSERIAL PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            note_id BIGINT NOT NULL, kind TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            old_text TEXT NOT NULL DEFAULT '', new_text TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '', block_tokens INTEGER NOT NULL DEFAULT 0,
+            related_id BIGINT)""",
+        "CREATE INDEX note_events_by_note ON note_events (namespace, note_id, at, id)",
+        "CREATE INDEX note_events_by_time ON note_events (namespace, at, id)",
+    ],
+    [  # 2: the documentation index with full-text search
+        """CREATE TABLE docs (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            path TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]', body TEXT NOT NULL DEFAULT '',
+            mtime_ns BIGINT NOT NULL DEFAULT 0, size BIGINT NOT NULL DEFAULT 0,
+            sha256 TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+            tsv tsvector GENERATED ALWAYS AS (
+                setweight(to_tsvector('english', translate(path, '/._-', '    ')), 'A') ||
+                setweight(to_tsvector('english', description), 'A') ||
+                setweight(to_tsvector('english', tags), 'B') ||
+                setweight(to_tsvector('english', body), 'C')) STORED,
+            PRIMARY KEY (namespace, path))""",
+        "CREATE INDEX docs_tsv ON docs USING GIN (tsv)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_MIGRATION_LOCK = 0x6C6966656C6F6E  # any constant: serialises concurrent first opens
+
+_NOTE_COLS = "id, namespace, text, status, created, updated, model, session, task, tags, tokens, superseded_by"
+_EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
+
+
+def _note(r: tuple) -> NoteRow:
+    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11])
+
+
+def _event(r: tuple) -> NoteEvent:
+    return NoteEvent(
+        note_id=r[1], kind=r[2], at=r[3], old_text=r[4], new_text=r[5], model=r[6],
+        session=r[7], task=r[8], block_tokens=r[9], related_id=r[10], id=r[0],
+    )
+
+
+class PostgresTx(Tx):
+    def __init__(self, conn, namespace: str) -> None:  # conn: psycopg.Connection
+        self.conn = conn
+        self.namespace = namespace
+
+    def _q(self, sql: str, *args: object):
+        # The namespace is always the first parameter: no query here runs unscoped.
+        return self.conn.execute(sql, (self.namespace, *args))
+
+    # -- notes ---------------------------------------------------------------
+    def note_get(self, note_id: int) -> NoteRow | None:
+        r = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s AND id = %s", note_id).fetchone()
+        return _note(r) if r else None
+
+    def notes(self, status: str | None = "active") -> list[NoteRow]:
+        if status is None:
+            cur = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s ORDER BY created, id")
+        else:
+            cur = self._q(
+                f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s AND status = %s ORDER BY created, id",
+                status,
+            )
+        return [_note(r) for r in cur.fetchall()]
+
+    def note_insert(self, row: NoteRow) -> int:
+        return int(self._q(
+            "INSERT INTO notes (namespace, text, status, created, updated, model, session, task,"
+            " tags, tokens, superseded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
+            row.text, row.status, row.created, row.updated, row.model, row.session, row.task,
+            json.dumps(row.tags), row.tokens, row.superseded_by,
+        ).fetchone()[0])
+
+    def note_update(self, row: NoteRow) -> None:
+        self.conn.execute(
+            "UPDATE notes SET text = %s, status = %s, updated = %s, tags = %s, tokens = %s,"
+            " superseded_by = %s WHERE namespace = %s AND id = %s",
+            (row.text, row.status, row.updated, json.dumps(row.tags), row.tokens,
+             row.superseded_by, self.namespace, row.id),
+        )
+
+    def note_purge(self, note_id: int) -> None:
+        self._q("DELETE FROM note_events WHERE namespace = %s AND note_id = %s", note_id)
+        self._q("DELETE FROM notes WHERE namespace = %s AND id = %s", note_id)
+
+    def event_insert(self, e: NoteEvent) -> int:
+        return int(self._q(
+            "INSERT INTO note_events (namespace, note_id, kind, at, old_text, new_text, model,"
+            " session, task, block_tokens, related_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            e.note_id, e.kind, e.at, e.old_text, e.new_text, e.model, e.session, e.task,
+            e.block_tokens, e.related_id,
+        ).fetchone()[0])
+
+    def events(self, note_id: int | None = None) -> list[NoteEvent]:
+        if note_id is None:
+            cur = self._q(f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = %s ORDER BY at, id")
+        else:
+            cur = self._q(
+                f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = %s AND note_id = %s"
+                " ORDER BY at, id",
+                note_id,
+            )
+        return [_event(r) for r in cur.fetchall()]
+
+    # -- documentation index -------------------------------------------------
+    def doc_get(self, path: str) -> DocRow | None:
+        r = self._q(
+            "SELECT path, description, tags, body, mtime_ns, size, sha256, error FROM docs"
+            " WHERE namespace = %s AND path = %s",
+            path,
+        ).fetchone()
+        return DocRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
+
+    def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
+        cur = self._q("SELECT path, mtime_ns, size, sha256 FROM docs WHERE namespace = %s")
+        return {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+
+    def doc_upsert(self, d: DocRow) -> None:
+        self._q(
+            "INSERT INTO docs (namespace, path, description, tags, body, mtime_ns, size, sha256, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (namespace, path) DO UPDATE SET description = EXCLUDED.description,"
+            " tags = EXCLUDED.tags, body = EXCLUDED.body, mtime_ns = EXCLUDED.mtime_ns,"
+            " size = EXCLUDED.size, sha256 = EXCLUDED.sha256, error = EXCLUDED.error",
+            d.path, d.description, json.dumps(d.tags), d.body, d.mtime_ns, d.size, d.sha256, d.error,
+        )
+
+    def doc_delete(self, path: str) -> None:
+        self._q("DELETE FROM docs WHERE namespace = %s AND path = %s", path)
+
+    def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
+        if not terms:
+            return []
+        # Terms are plain words (letters, digits, _); quoting makes each a lexeme.
+        query = " | ".join(f"'{t}'" for t in terms)
+        cur = self.conn.execute(
+            "SELECT path, description, ts_rank_cd(tsv, q) AS score,"
+            " ts_headline('english', body, q, 'StartSel=[, StopSel=], MaxWords=20, MinWords=6')"
+            " FROM docs, to_tsquery('english', %s) q"
+            " WHERE namespace = %s AND tsv @@ q ORDER BY score DESC, path LIMIT %s",
+            (query, self.namespace, limit),
+        )
+        return [SearchHit(r[0], r[1], float(r[2]), r[3]) for r in cur.fetchall()]
+
+
+class PostgresStore(Store):
+    """``postgresql://user:password@host:port/dbname`` (any libpq URL)."""
+
+    def __init__(self, url: str, *, migrate_to: int | None = None) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # an optional extra
+            raise ConfigError("PostgreSQL store needs psycopg 3",
+                              hint="pip install 'lifelong[postgres]'") from exc
+        self.url = url
+        self._psycopg = psycopg
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.redacted_url()}: {exc}".strip(),
+                             hint="check the URL and that the server is running") from exc
+        self._lock = threading.RLock()
+        self._migrate(SCHEMA_VERSION if migrate_to is None else migrate_to)
+
+    def _migrate(self, target: int) -> None:
+        with self._lock, self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO schema_version VALUES (0)")
+            current = row[0] if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.redacted_url()} has schema version {current}; this lifelong knows up to {SCHEMA_VERSION}",
+                    hint="upgrade lifelong to open this store",
+                )
+            for version in range(current, target):
+                for stmt in MIGRATIONS[version]:
+                    self.conn.execute(stmt)
+                self.conn.execute("UPDATE schema_version SET version = %s", (version + 1,))
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self.conn.execute("SELECT name FROM namespaces ORDER BY name").fetchall()]
+
+    def has_namespace(self, name: str) -> bool:
+        with self._lock:
+            return self.conn.execute("SELECT 1 FROM namespaces WHERE name = %s", (name,)).fetchone() is not None
+
+    def create_namespace(self, name: str) -> None:
+        validate_namespace(name)
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO namespaces (name, created) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (name, time.time()),
+            )
+
+    @contextmanager
+    def session(self, namespace: str, write: bool = False) -> Iterator[PostgresTx]:
+        self.require_namespace(namespace)
+        with self._lock:
+            try:
+                with self.conn.transaction():
+                    if write:
+                        self.conn.execute("SELECT 1 FROM namespaces WHERE name = %s FOR UPDATE", (namespace,))
+                    yield PostgresTx(self.conn, namespace)
+            except self._psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL store {self.redacted_url()} failed: {exc}",
+                                 hint="check that the server is reachable; nothing was written") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()

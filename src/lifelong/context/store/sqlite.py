@@ -1,0 +1,295 @@
+"""SQLite store: the embedded default. One file, WAL, one transaction per write.
+
+WAL lets readers run while one writer writes; ``synchronous=FULL`` makes a
+commit durable once it returns (a killed process or a power cut loses nothing
+committed); ``busy_timeout`` makes a second writer wait its turn instead of
+failing. Writers take the lock up front (``BEGIN IMMEDIATE``) so a
+read-check-write sequence can never interleave with another writer's.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lifelong.context.store.base import (
+    DocRow,
+    NoteEvent,
+    NoteRow,
+    SearchHit,
+    Store,
+    Tx,
+    validate_namespace,
+)
+from lifelong.errors import StoreError
+
+# Each entry moves the schema from version i to i + 1. Append, never edit:
+# a file written by an older release is upgraded by running the missing steps.
+MIGRATIONS: list[list[str]] = [
+    [  # 1: namespaces, notes and their history
+        "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created REAL NOT NULL)",
+        """CREATE TABLE notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            text TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'superseded', 'deleted')),
+            created REAL NOT NULL, updated REAL NOT NULL,
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '[]',
+            tokens INTEGER NOT NULL DEFAULT 0, superseded_by INTEGER)""",
+        "CREATE INDEX notes_by_namespace ON notes (namespace, status, created, id)",
+        """CREATE TABLE note_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            note_id INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+            old_text TEXT NOT NULL DEFAULT '', new_text TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '', block_tokens INTEGER NOT NULL DEFAULT 0,
+            related_id INTEGER)""",
+        "CREATE INDEX note_events_by_note ON note_events (namespace, note_id, at, id)",
+        "CREATE INDEX note_events_by_time ON note_events (namespace, at, id)",
+    ],
+    [  # 2: the documentation index with full-text search
+        """CREATE TABLE docs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            path TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]', body TEXT NOT NULL DEFAULT '',
+            mtime_ns INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+            UNIQUE (namespace, path))""",
+        # rowid of docs_fts == docs.id, so an update touches one FTS row, not a scan.
+        """CREATE VIRTUAL TABLE docs_fts USING fts5(
+            path, description, tags, body, tokenize = 'porter unicode61')""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_NOTE_COLS = "id, namespace, text, status, created, updated, model, session, task, tags, tokens, superseded_by"
+_EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
+
+
+def _note(r: tuple) -> NoteRow:
+    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11])
+
+
+def _event(r: tuple) -> NoteEvent:
+    return NoteEvent(
+        note_id=r[1], kind=r[2], at=r[3], old_text=r[4], new_text=r[5], model=r[6],
+        session=r[7], task=r[8], block_tokens=r[9], related_id=r[10], id=r[0],
+    )
+
+
+class SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection, namespace: str) -> None:
+        self.conn = conn
+        self.namespace = namespace
+
+    def _q(self, sql: str, *args: object) -> sqlite3.Cursor:
+        return self.conn.execute(sql, (self.namespace, *args))
+
+    # -- notes ---------------------------------------------------------------
+    def note_get(self, note_id: int) -> NoteRow | None:
+        r = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? AND id = ?", note_id).fetchone()
+        return _note(r) if r else None
+
+    def notes(self, status: str | None = "active") -> list[NoteRow]:
+        if status is None:
+            rows = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? ORDER BY created, id")
+        else:
+            rows = self._q(
+                f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? AND status = ? ORDER BY created, id",
+                status,
+            )
+        return [_note(r) for r in rows]
+
+    def note_insert(self, row: NoteRow) -> int:
+        cur = self._q(
+            "INSERT INTO notes (namespace, text, status, created, updated, model, session, task,"
+            " tags, tokens, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row.text, row.status, row.created, row.updated, row.model, row.session, row.task,
+            json.dumps(row.tags), row.tokens, row.superseded_by,
+        )
+        return int(cur.lastrowid)
+
+    def note_update(self, row: NoteRow) -> None:
+        self.conn.execute(
+            "UPDATE notes SET text = ?, status = ?, updated = ?, tags = ?, tokens = ?,"
+            " superseded_by = ? WHERE namespace = ? AND id = ?",
+            (row.text, row.status, row.updated, json.dumps(row.tags), row.tokens,
+             row.superseded_by, self.namespace, row.id),
+        )
+
+    def note_purge(self, note_id: int) -> None:
+        self._q("DELETE FROM note_events WHERE namespace = ? AND note_id = ?", note_id)
+        self._q("DELETE FROM notes WHERE namespace = ? AND id = ?", note_id)
+
+    def event_insert(self, e: NoteEvent) -> int:
+        cur = self._q(
+            "INSERT INTO note_events (namespace, note_id, kind, at, old_text, new_text, model,"
+            " session, task, block_tokens, related_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            e.note_id, e.kind, e.at, e.old_text, e.new_text, e.model, e.session, e.task,
+            e.block_tokens, e.related_id,
+        )
+        return int(cur.lastrowid)
+
+    def events(self, note_id: int | None = None) -> list[NoteEvent]:
+        if note_id is None:
+            rows = self._q(f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = ? ORDER BY at, id")
+        else:
+            rows = self._q(
+                f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = ? AND note_id = ?"
+                " ORDER BY at, id",
+                note_id,
+            )
+        return [_event(r) for r in rows]
+
+    # -- documentation index -------------------------------------------------
+    def doc_get(self, path: str) -> DocRow | None:
+        r = self._q(
+            "SELECT path, description, tags, body, mtime_ns, size, sha256, error FROM docs"
+            " WHERE namespace = ? AND path = ?",
+            path,
+        ).fetchone()
+        return DocRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
+
+    def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
+        rows = self._q("SELECT path, mtime_ns, size, sha256 FROM docs WHERE namespace = ?")
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def doc_upsert(self, d: DocRow) -> None:
+        tags = json.dumps(d.tags)
+        old = self._q("SELECT id FROM docs WHERE namespace = ? AND path = ?", d.path).fetchone()
+        if old:
+            doc_id = old[0]
+            self.conn.execute(
+                "UPDATE docs SET description = ?, tags = ?, body = ?, mtime_ns = ?, size = ?,"
+                " sha256 = ?, error = ? WHERE id = ? AND namespace = ?",
+                (d.description, tags, d.body, d.mtime_ns, d.size, d.sha256, d.error, doc_id,
+                 self.namespace),
+            )
+            self.conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (doc_id,))
+        else:
+            doc_id = self._q(
+                "INSERT INTO docs (namespace, path, description, tags, body, mtime_ns, size, sha256,"
+                " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                d.path, d.description, tags, d.body, d.mtime_ns, d.size, d.sha256, d.error,
+            ).lastrowid
+        self.conn.execute(
+            "INSERT INTO docs_fts (rowid, path, description, tags, body) VALUES (?, ?, ?, ?, ?)",
+            (doc_id, d.path, d.description, " ".join(d.tags), d.body),
+        )
+
+    def doc_delete(self, path: str) -> None:
+        old = self._q("SELECT id FROM docs WHERE namespace = ? AND path = ?", path).fetchone()
+        if old:
+            self.conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (old[0],))
+            self._q("DELETE FROM docs WHERE namespace = ? AND id = ?", old[0])
+
+    def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
+        if not terms:
+            return []
+        query = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        rows = self.conn.execute(
+            # bm25 is lower-is-better; weights favour path and description over body.
+            "SELECT d.path, d.description, bm25(docs_fts, 3.0, 4.0, 2.0, 1.0) AS rank,"
+            " snippet(docs_fts, 3, '[', ']', '…', 12)"
+            " FROM docs_fts JOIN docs d ON d.id = docs_fts.rowid"
+            " WHERE docs_fts MATCH ? AND d.namespace = ? ORDER BY rank, d.path LIMIT ?",
+            (query, self.namespace, limit),
+        )
+        return [SearchHit(r[0], r[1], -float(r[2]), r[3]) for r in rows]
+
+
+class SqliteStore(Store):
+    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, migrate_to: int | None = None) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write.
+            self.conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}",
+                             hint="check that the path is writable and is a lifelong store") from exc
+        self._lock = threading.RLock()  # one connection, shared by threads one at a time
+        self._migrate(SCHEMA_VERSION if migrate_to is None else migrate_to)
+
+    def _migrate(self, target: int) -> None:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    self.conn.execute("INSERT INTO schema_version VALUES (0)")
+                current = row[0] if row else 0
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema version {current}; this lifelong knows up to {SCHEMA_VERSION}",
+                        hint="upgrade lifelong to open this store",
+                    )
+                for version in range(current, target):
+                    for stmt in MIGRATIONS[version]:
+                        self.conn.execute(stmt)
+                    self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self.conn.execute("SELECT name FROM namespaces ORDER BY name")]
+
+    def has_namespace(self, name: str) -> bool:
+        with self._lock:
+            return self.conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
+
+    def create_namespace(self, name: str) -> None:
+        validate_namespace(name)
+        with self._lock:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO namespaces (name, created) VALUES (?, ?)", (name, time.time())
+            )
+
+    @contextmanager
+    def session(self, namespace: str, write: bool = False) -> Iterator[SqliteTx]:
+        self.require_namespace(namespace)
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"SQLite store {self.path} is busy: {exc}",
+                                 hint="another process holds the write lock; retry") from exc
+            try:
+                yield SqliteTx(self.conn, namespace)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
