@@ -65,17 +65,17 @@ def word_count(text: str) -> int:
 # -- rendering: the block a model reads ------------------------------------------------------
 
 
-def render_notes(notes: Sequence[Note]) -> str:
+def render_notes(notes: Sequence[Note] | Sequence[tuple[int, str]]) -> str:
     """The notes block: a header and one bullet per note, ``[id]`` first so a
     model can name the note it wants to edit. Order is (created, id): stable,
     and new notes append at the end, so earlier prompts stay a prefix-friendly
-    match. An empty set renders as the empty string."""
+    match. An empty set renders as the empty string. Takes notes or (id, text)."""
     if not notes:
         return ""
     lines = [NOTES_HEADER]
     for n in notes:
-        body = n.text.replace("\n", "\n  ")
-        lines.append(f"- [{n.id}] {body}")
+        note_id, text = (n.id, n.text) if isinstance(n, NoteRow) else n
+        lines.append(f"- [{note_id}] " + text.replace("\n", "\n  "))
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +226,7 @@ class Notes:
     def render(self) -> str:
         """The block the model reads: active notes, deterministic order."""
         with self.store.session(self.namespace) as tx:
-            return render_notes(tx.notes("active"))
+            return render_notes(tx.active_texts())
 
     def tokens(self) -> int:
         """Size of the rendered block in the model's tokens."""
@@ -243,27 +243,27 @@ class Notes:
         author = self.model if model is None else model
 
         def write(tx: Tx) -> AddResult:
-            active = tx.notes("active")
+            active = tx.active_texts()
             key = normalize(text)
-            best: tuple[float, Note | None, str | None] = (0.0, None, None)
-            for n in active:
-                if normalize(n.text) == key:
-                    best = (1.0, n, "exact")
+            best: tuple[float, int | None, str | None] = (0.0, None, None)
+            for note_id, other in active:
+                if normalize(other) == key:
+                    best = (1.0, note_id, "exact")
                     break
-                near, sim = is_near_duplicate(text, n.text, self.near_duplicate_threshold)
+                near, sim = is_near_duplicate(text, other, self.near_duplicate_threshold)
                 if near and sim > best[0]:
-                    best = (sim, n, "near")
+                    best = (sim, note_id, "near")
             sim, existing, kind = best
             now = time.time()
             if existing is not None:
-                tx.event_insert(NoteEvent(existing.id, "duplicate", now, new_text=text, model=author,
+                tx.event_insert(NoteEvent(existing, "duplicate", now, new_text=text, model=author,
                                           session=session, task=task,
                                           block_tokens=self.count_tokens(render_notes(active))))
-                return AddResult(existing, False, kind, sim)
+                return AddResult(self._get(tx, existing), False, kind, sim)
             row = NoteRow(0, self.namespace, text, "active", now, now, author, session, task,
                           list(tags), tokens)
             row.id = tx.note_insert(row)
-            after = self._fit(tx, "add", active, active + [row])
+            after = self._fit(tx, "add", active, active + [(row.id, text)])
             tx.event_insert(NoteEvent(row.id, "add", now, new_text=text, model=author,
                                       session=session, task=task, block_tokens=after))
             return AddResult(row, True)
@@ -287,11 +287,11 @@ class Notes:
                     if count else "copy the exact words from `lifelong notes show`",
                 )
             text, tokens = self._check_text(note.text.replace(old, new, 1))
-            active = tx.notes("active")
+            active = tx.active_texts()
             before_text = note.text
             note.text, note.tokens, note.updated = text, tokens, time.time()
             tx.note_update(note)
-            after = self._fit(tx, "edit", active, [note if n.id == note.id else n for n in active])
+            after = self._fit(tx, "edit", active, [(i, text if i == note.id else t) for i, t in active])
             tx.event_insert(NoteEvent(note.id, "edit", note.updated, old_text=before_text, new_text=text,
                                       model=author, session=session, task=task, block_tokens=after))
             return note
@@ -312,7 +312,7 @@ class Notes:
             olds = [self._get(tx, i, need_active=True) for i in ids]
             merged_tags = list(dict.fromkeys(t for o in olds for t in o.tags))
             new_tags = self._check_tags(tags) if tags is not None else merged_tags
-            active = tx.notes("active")
+            active = tx.active_texts()
             now = time.time()
             row = NoteRow(0, self.namespace, text, "active", now, now, author, session, task,
                           list(new_tags), tokens)
@@ -320,7 +320,7 @@ class Notes:
             for o in olds:
                 o.status, o.superseded_by, o.updated = "superseded", row.id, now
                 tx.note_update(o)
-            kept = [n for n in active if n.id not in ids] + [row]
+            kept = [(i, t) for i, t in active if i not in ids] + [(row.id, text)]
             after = self._fit(tx, "supersede", active, kept)
             tx.event_insert(NoteEvent(row.id, "supersede", now, new_text=text, model=author,
                                       session=session, task=task, block_tokens=after,
@@ -342,7 +342,7 @@ class Notes:
             note = self._get(tx, note_id, need_active=True)
             note.status, note.updated = "deleted", time.time()
             tx.note_update(note)
-            after = self.count_tokens(render_notes(tx.notes("active")))
+            after = self.count_tokens(render_notes(tx.active_texts()))
             tx.event_insert(NoteEvent(note.id, "delete", note.updated, old_text=note.text,
                                       new_text=reason, model=author, session=session, task=task,
                                       block_tokens=after))
@@ -359,11 +359,10 @@ class Notes:
             note = self._get(tx, note_id)
             if note.status == "active":
                 raise ValidationError(f"note {note_id} is already active")
-            active = tx.notes("active")
+            active = tx.active_texts()
             note.status, note.superseded_by, note.updated = "active", None, time.time()
             tx.note_update(note)
-            after = self._fit(tx, "restore", active,
-                              sorted(active + [note], key=lambda n: (n.created, n.id)))
+            after = self._fit(tx, "restore", active, tx.active_texts())
             tx.event_insert(NoteEvent(note.id, "restore", note.updated, new_text=note.text,
                                       model=author, session=session, task=task, block_tokens=after))
             return note
@@ -386,7 +385,7 @@ class Notes:
         ``days_left`` is the seed's "50 days" estimate for this namespace."""
         now = time.time() if now is None else now
         with self.store.session(self.namespace) as tx:
-            active = tx.notes("active")
+            active = tx.active_texts()
             events = tx.events()
         used = self.count_tokens(render_notes(active))
         start = now - window_days * 86400
@@ -460,7 +459,7 @@ class Notes:
                                   hint="tags are 1-40 characters: letters, digits, _ . : / -")
         return list(dict.fromkeys(tags))
 
-    def _fit(self, tx: Tx, op: str, before: list[Note], after: list[Note]) -> int:
+    def _fit(self, tx: Tx, op: str, before: list[tuple[int, str]], after: list[tuple[int, str]]) -> int:
         """Tokens of the block after a write; refuse a write that grows it past the budget.
         (A write that shrinks an already-too-large block, e.g. after the budget
         was lowered, is always allowed.)"""

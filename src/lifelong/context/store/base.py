@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -109,6 +108,10 @@ class Tx(ABC):
         """Notes in (created, id) order; ``status=None`` means all."""
 
     @abstractmethod
+    def active_texts(self) -> list[tuple[int, str]]:
+        """(id, text) of active notes in (created, id) order: all a render needs."""
+
+    @abstractmethod
     def note_insert(self, row: NoteRow) -> int: ...
 
     @abstractmethod
@@ -189,8 +192,3 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def iter_chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -72,8 +72,12 @@ _NOTE_COLS = "id, namespace, text, status, created, updated, model, session, tas
 _EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
 
 
+def _tags(raw: str) -> list[str]:
+    return [] if raw == "[]" else json.loads(raw)
+
+
 def _note(r: tuple) -> NoteRow:
-    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11])
+    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _tags(r[9]), r[10], r[11])
 
 
 def _event(r: tuple) -> NoteEvent:
@@ -106,6 +110,11 @@ class PostgresTx(Tx):
                 status,
             )
         return [_note(r) for r in cur.fetchall()]
+
+    def active_texts(self) -> list[tuple[int, str]]:
+        return self._q(
+            "SELECT id, text FROM notes WHERE namespace = %s AND status = 'active' ORDER BY created, id"
+        ).fetchall()
 
     def note_insert(self, row: NoteRow) -> int:
         return int(self._q(
