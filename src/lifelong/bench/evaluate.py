@@ -1,0 +1,225 @@
+"""Accuracy by length: run a causal LM over a task's evaluation examples, score, report.
+
+The model is any ``torch.nn.Module`` whose ``forward(input_ids)`` returns logits
+``[B, T, V]`` or a tuple ``(logits, state)``, as ``lifelong.neural.lm.CausalLM`` does.
+Text tasks are answered by greedy decoding: ``model.generate(input_ids,
+max_new_tokens=...)`` when the model has it, else a loop that feeds one token at a time
+with the returned state (so memory models decode in constant memory). MQAR is
+scored by one forward pass: the argmax at each query position against its value.
+
+Results are a plain dict (written as JSON) plus a PNG plot of accuracy by length.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lifelong.atomic import atomic_write_bytes, atomic_write_text
+from lifelong.bench.tasks import IGNORE_INDEX, EvalExample, Task
+
+
+def _logits(out: Any):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def greedy_generate(model: Any, input_ids: list[int], max_new_tokens: int, eos_id: int | None,
+                    device: str = "cpu") -> list[int]:
+    """New token ids after ``input_ids`` (stopping at eos, which is not returned)."""
+    import torch
+
+    ids = torch.tensor([input_ids], dtype=torch.long, device=device)
+    if hasattr(model, "generate"):
+        out = model.generate(ids, max_new_tokens=max_new_tokens)
+        out = out[0] if out.dim() == 2 else out
+        # generate() may return the prompt with the continuation, or the continuation only.
+        if out.numel() >= ids.shape[1] and torch.equal(out[: ids.shape[1]], ids[0]):
+            out = out[ids.shape[1] :]
+        new = out.tolist()
+    else:
+        new = []
+        out = model(ids)
+        state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        logits = _logits(out)
+        for _ in range(max_new_tokens):
+            nxt = int(logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt == eos_id:
+                break
+            step = torch.tensor([[nxt]], dtype=torch.long, device=device)
+            if state is not None:
+                out = model(step, state=state)
+                state = out[1]
+            else:  # a stateless model re-reads everything
+                ids = torch.cat([ids, step], dim=1)
+                out = model(ids)
+            logits = _logits(out)
+    if eos_id is not None and eos_id in new:
+        new = new[: new.index(eos_id)]
+    return new[:max_new_tokens]
+
+
+def score_example(model: Any, task: Task, ex: EvalExample, device: str = "cpu") -> tuple[float, str]:
+    """(score in [0, 1], what the model said) for one example."""
+    import torch
+
+    if ex.labels is not None:
+        ids = torch.tensor([ex.input_ids], dtype=torch.long, device=device)
+        labels = torch.tensor([ex.labels], dtype=torch.long, device=device)
+        pred = _logits(model(ids)).argmax(-1)
+        mask = labels != IGNORE_INDEX
+        correct = (pred[mask] == labels[mask]).float()
+        return float(correct.mean()) if correct.numel() else 0.0, ""
+    tok = task.tokenizer
+    new = greedy_generate(model, ex.input_ids, ex.max_new_tokens, tok.eos_id, device)
+    text = tok.decode(new)
+    return task.score(text, ex), text
+
+
+def evaluate(
+    model: Any,
+    tasks: dict[str, Task],
+    lengths: list[int],
+    n: int,
+    seed: int,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Accuracy of ``model`` on every task at every length: ``results[task][length]``."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with torch.inference_mode():
+            for name, task in tasks.items():
+                results[name] = {}
+                for length in lengths:
+                    t0 = time.perf_counter()
+                    scores, outputs = [], []
+                    for ex in task.eval_examples(n, length, seed):
+                        s, text = score_example(model, task, ex, device)
+                        scores.append(s)
+                        outputs.append(text)
+                    results[name][str(length)] = {
+                        "accuracy": sum(scores) / len(scores) if scores else 0.0,
+                        "n": len(scores),
+                        "scores": scores,
+                        "outputs": outputs[:5],
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    }
+                    if progress:
+                        progress(f"{name} @ {format_length(length)}: "
+                                 f"{results[name][str(length)]['accuracy']:.3f}")
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return {
+        "lengths": lengths,
+        "n": n,
+        "seed": seed,
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
+        "results": results,
+    }
+
+
+def format_length(length: int) -> str:
+    if length and length % 1024 == 0:
+        return f"{length // 1024}k"
+    return str(length)
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of accuracy by length (tasks down, lengths across, mean last)."""
+    lengths = report["lengths"]
+    header = ["task"] + [format_length(x) for x in lengths]
+    rows = []
+    for name, by_len in report["results"].items():
+        rows.append([name] + [f"{by_len[str(x)]['accuracy']:.3f}" for x in lengths])
+    if len(report["results"]) > 1:
+        means = []
+        for x in lengths:
+            accs = [r[str(x)]["accuracy"] for r in report["results"].values()]
+            means.append(f"{sum(accs) / len(accs):.3f}")
+        rows.append(["mean"] + means)
+    return header, rows
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path, stem: str = "bench") -> tuple[Path, Path]:
+    """Write ``{stem}.json`` and ``{stem}.png`` (accuracy by length) under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
+    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(png_path, plot_png(report))
+    return json_path, png_path
+
+
+def plot_png(report: dict[str, Any]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = report["lengths"]
+    xs = list(range(len(lengths)))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for name, by_len in report["results"].items():
+        ax.plot(xs, [by_len[str(x)]["accuracy"] for x in lengths], marker="o", label=name)
+    ax.set_xticks(xs, [format_length(x) for x in lengths])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy")
+    title = report.get("title") or "accuracy by length"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=max(1, math.ceil(len(report["results"]) / 8)))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def tasks_for_model(
+    names: tuple[str, ...] | list[str], meta: dict[str, Any], options: dict[str, Any] | None = None
+) -> dict[str, Task]:
+    """Build the named tasks to match a checkpoint's ``meta`` (its tokenizer, MQAR vocabulary).
+
+    ``meta["task"]`` is the training task, a name or ``{"name": ..., "options": {...}}``;
+    ``meta["tokenizer"]`` the tokenizer spec (or JSON) of a text model. ``options``
+    override both.
+    """
+    from lifelong.bench.tasks import get_task
+
+    trained = meta.get("task") or {}
+    if isinstance(trained, str):
+        trained = {"name": trained, "options": {}}
+    trained_name = str(trained.get("name", "")).lower().replace("-", "_")
+    trained_opts = dict(trained.get("options") or {})
+    options = dict(options or {})
+    out: dict[str, Task] = {}
+    for name in names:
+        opts: dict[str, Any] = {}
+        if name == "mqar":
+            if trained_name == "mqar":
+                opts.update(trained_opts)
+        else:
+            if meta.get("tokenizer"):
+                opts["tokenizer"] = meta["tokenizer"]
+            elif trained_opts.get("tokenizer"):
+                opts["tokenizer"] = trained_opts["tokenizer"]
+            if name == trained_name:
+                opts.update(trained_opts)
+        opts.update(options)
+        out[name] = get_task(name, **opts)
+    return out
