@@ -1,0 +1,119 @@
+"""Commands of the neural models: ``lifelong train`` and ``lifelong bench models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    bench_app.command("models")(bench_models_command)
+
+
+def train_command(
+    config: Path = typer.Argument(..., help="Run config (.toml or .yaml) with model, task and train tables."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in out_dir."),
+    steps: int | None = typer.Option(None, help="Override train.steps (the schedule length)."),
+    stop_at: int | None = typer.Option(None, "--stop-at", help="Stop (with a checkpoint) after this step."),
+    out_dir: str | None = typer.Option(None, "--out-dir", help="Override train.out_dir."),
+    device: str | None = typer.Option(None, help="Override train.device: auto, cpu, cuda."),
+    seed: int | None = typer.Option(None, help="Override train.seed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a model on a task. Multi-GPU: torchrun --nproc_per_node N -m lifelong.cli.main train CONFIG."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from lifelong.neural.configs import load_config
+    from lifelong.neural.train import train
+
+    cfg = load_config(config)
+    overrides = {k: v for k, v in {"steps": steps, "out_dir": out_dir, "device": device, "seed": seed}.items() if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
+    result = train(cfg, until_step=stop_at, resume=resume, progress=progress)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+        Console().print(
+            f"[bold]{cfg.name}[/]: step {result.step}/{cfg.train.steps}, last loss {last}, "
+            f"{result.model.num_params():,} parameters → {result.out_dir}"
+        )
+
+
+def bench_models_command(
+    configs: list[Path] = typer.Argument(..., help="Run configs whose [model] tables to measure."),
+    lengths: str = typer.Option("1k,2k,4k,8k", help="Inference lengths (tokens), comma-separated; k = 1024."),
+    chunk: int = typer.Option(512, help="Streaming chunk size for inference."),
+    train_steps: int = typer.Option(3, help="Timed training steps (after one warm-up step)."),
+    batch_size: int | None = typer.Option(None, help="Training batch (default: the config's)."),
+    seq_len: int | None = typer.Option(None, help="Training length (default: the config's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """Parameters, training tokens/s, and streaming inference tokens/s and memory by length."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.atomic import atomic_write_text
+    from lifelong.neural.baselines import measure_model
+    from lifelong.neural.configs import load_config
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    lens = [_parse_length(s) for s in lengths.split(",") if s.strip()]
+    console = Console()
+    rows = []
+    for path in configs:
+        cfg = load_config(path)
+        console.print(f"measuring {cfg.name} ({cfg.model.kind}) …")
+        rows.append(
+            measure_model(
+                cfg,
+                lengths=lens,
+                chunk=chunk,
+                train_steps=train_steps,
+                batch_size=batch_size or cfg.train.batch_size,
+                seq_len=seq_len or cfg.train.seq_len,
+                device=device,
+            )
+        )
+    table = Table(title=f"models on {device} (inference: streaming in chunks of {chunk})")
+    table.add_column("model")
+    table.add_column("params", justify="right")
+    table.add_column("train tok/s", justify="right")
+    for n in lens:
+        table.add_column(f"infer tok/s @{_fmt_len(n)}", justify="right")
+    for n in lens:
+        table.add_column(f"state MB @{_fmt_len(n)}", justify="right")
+    if device.startswith("cuda"):
+        for n in lens:
+            table.add_column(f"peak MB @{_fmt_len(n)}", justify="right")
+    for r in rows:
+        cells = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"]
+        cells += [f"{x['tokens_per_s']:,.0f}" for x in r["inference"]]
+        cells += [f"{x['state_mb']:.2f}" for x in r["inference"]]
+        if device.startswith("cuda"):
+            cells += [f"{x['peak_mb']:.0f}" for x in r["inference"]]
+        table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+def _parse_length(text: str) -> int:
+    text = text.strip().lower()
+    return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
+
+
+def _fmt_len(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)

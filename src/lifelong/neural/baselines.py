@@ -1,0 +1,142 @@
+"""Baselines and fair comparison: parameter counts, size matching, speed and memory.
+
+The baselines themselves are model kinds of the shared shell (``lm.py``):
+``transformer`` (full causal attention, RoPE, ``scaled_dot_product_attention``),
+``swa`` (the same with a sliding window) and ``deltanet`` (Gated DeltaNet,
+``deltanet.py``). A comparison is fair when the models have the same number of
+parameters: set the same ``param_budget`` in each config and ``build_model``
+solves each model's MLP width to meet it; ``param_counts`` and ``check_matched``
+verify the result (within 10 % by default).
+
+``measure_model`` times one config: training tokens/s at the training shape,
+and streaming inference (``CausalLM.stream``) tokens/s and carried-state size by
+sequence length -- the "constant memory beyond the window" claim, measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from lifelong.errors import ConfigError
+from lifelong.neural.configs import ModelConfig, RunConfig
+from lifelong.neural.lm import CausalLM, build_model, state_nbytes
+
+BASELINE_KINDS = ("transformer", "swa", "deltanet")
+MEMORY_KINDS = ("lmm", "mac", "mag", "mal")
+
+
+def param_counts(configs: dict[str, ModelConfig]) -> dict[str, int]:
+    """Parameters of each named model config, as built (tied weights counted once)."""
+    out = {}
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        out[name] = build_model(cfg).num_params()
+    return out
+
+
+def check_matched(counts: dict[str, int], tolerance: float = 0.10) -> None:
+    """Raise ``ConfigError`` unless every count is within ``tolerance`` of their median."""
+    values = sorted(counts.values())
+    median = values[len(values) // 2]
+    off = {k: v for k, v in counts.items() if abs(v - median) > tolerance * median}
+    if off:
+        raise ConfigError(
+            f"parameter counts differ by more than {tolerance:.0%} from the median {median:,}: "
+            + ", ".join(f"{k}={v:,}" for k, v in off.items()),
+            hint="give every config the same model.param_budget (and no explicit mlp_hidden)",
+        )
+
+
+def measure_model(
+    cfg: RunConfig,
+    lengths: list[int],
+    chunk: int = 512,
+    train_steps: int = 3,
+    batch_size: int = 8,
+    seq_len: int = 256,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Training and streaming-inference throughput and memory of one config.
+
+    Inputs are random token ids: speed and memory do not depend on what the
+    tokens say. Inference streams one sequence (batch 1) in chunks of ``chunk``
+    tokens, carrying the state; ``state_mb`` is what the model carries after
+    ``length`` tokens (KV cache, recurrent or memory state), ``peak_mb`` the CUDA
+    allocator's peak during the pass (CUDA only).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no GPU is visible", hint="use --device cpu")
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(dev)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, vocab, (batch_size, seq_len + 1), generator=gen).to(dev)
+
+    def train_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits, _ = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    model.train()
+    train_step()  # warm-up: allocator, kernels
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(train_steps):
+        train_step()
+    _sync(dev)
+    train_tps = train_steps * batch_size * seq_len / (time.perf_counter() - start)
+
+    model.eval()
+    inference = []
+    for length in lengths:
+        seq = torch.randint(0, vocab, (1, length), generator=gen).to(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        _sync(dev)
+        start = time.perf_counter()
+        state = None
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            for s in range(0, length, chunk):
+                _, state = model(seq[:, s : s + chunk], state)
+        _sync(dev)
+        elapsed = time.perf_counter() - start
+        row = {
+            "length": length,
+            "tokens_per_s": length / elapsed,
+            "state_mb": state_nbytes(state) / 2**20,
+        }
+        if dev.type == "cuda":
+            row["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        inference.append(row)
+    return {
+        "name": cfg.name,
+        "kind": cfg.model.kind,
+        "params": model.num_params(),
+        "mlp_hidden": model.config.mlp_hidden,
+        "train_tokens_per_s": train_tps,
+        "train_shape": [batch_size, seq_len],
+        "inference": inference,
+        "chunk": chunk,
+        "device": device,
+    }
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def matched(config: ModelConfig, budget: int) -> ModelConfig:
+    """``config`` with its MLP width solved for ``budget`` parameters (as ``build_model`` does)."""
+    model: CausalLM = build_model(dataclasses.replace(config, param_budget=budget, mlp_hidden=None))
+    return model.config
