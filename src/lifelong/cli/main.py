@@ -32,8 +32,9 @@ def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
     from lifelong.cli import bench_tasks as bench_tasks_cli
     from lifelong.cli import llm as llm_cli
+    from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli):
         area.register(app, bench_app)
 
 
