@@ -31,10 +31,11 @@ err_console = Console(stderr=True)
 def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
     from lifelong.cli import bench_tasks as bench_tasks_cli
+    from lifelong.cli import context_data as context_data_cli
     from lifelong.cli import llm as llm_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli):
         area.register(app, bench_app)
 
 

@@ -68,6 +68,9 @@ def parse_document(text: str) -> tuple[dict, str]:
 
 
 def compose_document(meta: dict, body: str) -> str:
+    # Known keys first, in a fixed order, so diffs of front matter stay small.
+    known = ("description", "tags", "provenance")
+    meta = {k: meta[k] for k in known if k in meta} | {k: v for k, v in meta.items() if k not in known}
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
     return f"{_FRONT}{header}---\n\n{body}"
 
