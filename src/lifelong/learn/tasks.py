@@ -11,6 +11,8 @@ carry to the next.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,3 +55,81 @@ class TaskFamily(Protocol):
     name: str
 
     def sample(self, rng: Any) -> Task: ...
+
+
+# --- Checkers -----------------------------------------------------------------
+# A base model continues past its answer ("Paris\nQuestion: ..."), wraps it in
+# prose ("The capital of France is Paris.") or repeats the label. Checkers read
+# only the first non-empty line, ignore case, punctuation and a leading
+# "Answer:", and are strict only about the fact that matters.
+
+_LABEL_RE = re.compile(r"^\s*(answer|a)\s*[:\-]\s*", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def answer_line(answer: str) -> str:
+    """The first non-empty line of an answer, without a leading ``Answer:`` label."""
+    for line in (answer or "").splitlines():
+        line = _LABEL_RE.sub("", line).strip()
+        if line:
+            return line
+    return ""
+
+
+def _words(text: str) -> str:
+    # Lower-case, punctuation to spaces (except the characters paths and codes
+    # are made of), padded so " word " tests are whole-word tests.
+    cleaned = re.sub(r"[^\w/.\-]+", " ", text.lower())
+    cleaned = re.sub(r"(?<![\w/])[.\-]+|[.\-]+(?![\w/])", " ", cleaned)
+    # A trailing slash is formatting, not content: "/srv/x/" == "/srv/x". Outside
+    # paths a hyphen separates words, so the prefix ZQX is found in "ZQX-1234".
+    tokens = [t.rstrip("/") or t if "/" in t else t.replace("-", " ") for t in cleaned.split()]
+    return f" {' '.join(' '.join(tokens).split())} "
+
+
+def expect_text(expected: str, *alternatives: str) -> Checker:
+    """1.0 when the answer line contains ``expected`` (or an alternative) as whole words."""
+    targets = [_words(t).strip() for t in (expected, *alternatives)]
+
+    def check(answer: str) -> float:
+        line = _words(answer_line(answer))
+        return 1.0 if any(f" {t} " in line for t in targets if t) else 0.0
+
+    return check
+
+
+def expect_choice(expected: str, options: list[str]) -> Checker:
+    """1.0 when the first of ``options`` named in the answer line is ``expected``.
+
+    Strict where it matters: an answer that lists every option ("flip, hold,
+    swap…") names the wrong one first and scores 0.
+    """
+    lowered = [o.lower() for o in options]
+    if expected.lower() not in lowered:
+        raise ValueError(f"expected choice {expected!r} is not among the options {options}")
+
+    def check(answer: str) -> float:
+        line = _words(answer_line(answer))
+        hits = [(line.find(f" {o} "), o) for o in lowered if f" {o} " in line]
+        return 1.0 if hits and min(hits)[1] == expected.lower() else 0.0
+
+    return check
+
+
+def expect_number(expected: float) -> Checker:
+    """1.0 when the last number on the answer line equals ``expected``.
+
+    The last one, because base models echo the question: "6 + 3 = 9".
+    """
+
+    def check(answer: str) -> float:
+        numbers = _NUMBER_RE.findall(answer_line(answer))
+        return 1.0 if numbers and abs(float(numbers[-1]) - float(expected)) < 1e-9 else 0.0
+
+    return check
+
+
+def stable_id(*parts: object) -> str:
+    """A short id that depends only on ``parts`` (not on the process's hash seed)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+    return digest[:10]
