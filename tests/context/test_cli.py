@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -128,3 +129,12 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "lifelong.cli.main", *args], env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_store_runs_on_both_backends(cli, postgres_server):
+    """The benchmark command at toy sizes (its figures are recorded from full runs, not asserted)."""
+    out = cli("bench", "store", "--notes", "30", "--docs", "30", "--queries", "5", "--writes", "5",
+              "--postgres-url", postgres_server.new_database()).stdout
+    assert "sqlite" in out and "postgres" in out
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"render_ms=[\d.]+ search_p50_ms=[\d.]+ search_p99_ms=[\d.]+ writes_s=\d+", last)

@@ -138,3 +138,12 @@ def test_one_namespace_can_neither_read_nor_change_anothers(store, tmp_path):
         tx.doc_delete("keys.md")
         assert tx.doc_get("keys.md") is None
     assert [h.path for h in adocs.search("platypus")] == ["keys.md"]
+
+
+def test_optimize_keeps_every_row_findable(store, tmp_path):
+    docs = Docs(store, "alice", tmp_path / "ws", word_count, create=True)
+    for i in range(30):
+        docs.write(f"d{i}.md", f"entry {i} about kangaroo{i % 3}", description=f"d{i}")
+    store.optimize()
+    assert len(docs.search("kangaroo0", limit=50)) == 10
+    assert len(docs.tree()) == 30

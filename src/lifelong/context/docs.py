@@ -397,18 +397,26 @@ class Docs:
 
     def _page_end(self, text: str, offset: int, max_tokens: int) -> int:
         n = len(text)
-        if offset == n or self.count_tokens(text[offset:]) <= max_tokens:
+        if offset == n:
             return n
-        # Largest end with count(text[offset:end]) <= max_tokens (counts grow with end).
-        lo, hi = offset, n
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.count_tokens(text[offset:mid]) <= max_tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo == offset:
-            raise ValidationError(f"max_tokens={max_tokens} is too small to read anything at offset {offset}")
+        # Tokens are short: look no further than 32 characters a token, so a
+        # page of a huge file never tokenizes the whole rest of it.
+        hi = min(n, offset + 32 * max_tokens)
+        if self.count_tokens(text[offset:hi]) <= max_tokens:
+            if hi == n:
+                return n
+            lo = hi
+        else:
+            # Largest end with count(text[offset:end]) <= max_tokens (counts grow with end).
+            lo, hi = offset, hi - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.count_tokens(text[offset:mid]) <= max_tokens:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            if lo == offset:
+                raise ValidationError(f"max_tokens={max_tokens} is too small to read anything at offset {offset}")
         # Prefer to stop after a newline, else after whitespace, in the page's second half.
         half = offset + (lo - offset) // 2
         for sep in ("\n", " "):

@@ -171,6 +171,11 @@ class Store(ABC):
     def schema_version(self) -> int: ...
 
     @abstractmethod
+    def optimize(self) -> None:
+        """Refresh planner statistics and compact the search index; worth
+        calling after a bulk load (a running PostgreSQL also does this itself)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def require_namespace(self, name: str) -> str:

@@ -189,7 +189,7 @@ class PostgresTx(Tx):
         # Terms are plain words (letters, digits, _); quoting makes each a lexeme.
         query = " | ".join(f"'{t}'" for t in terms)
         cur = self.conn.execute(
-            "SELECT path, description, ts_rank_cd(tsv, q) AS score,"
+            "SELECT path, description, ts_rank(tsv, q) AS score,"
             " ts_headline('english', body, q, 'StartSel=[, StopSel=], MaxWords=20, MinWords=6')"
             " FROM docs, to_tsquery('english', %s) q"
             " WHERE namespace = %s AND tsv @@ q ORDER BY score DESC, path LIMIT %s",
@@ -238,6 +238,10 @@ class PostgresStore(Store):
     def schema_version(self) -> int:
         with self._lock:
             return int(self.conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    def optimize(self) -> None:
+        with self._lock:
+            self.conn.execute("ANALYZE namespaces, notes, note_events, docs")
 
     def namespaces(self) -> list[str]:
         with self._lock:

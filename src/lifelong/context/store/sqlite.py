@@ -263,6 +263,11 @@ class SqliteStore(Store):
         with self._lock:
             return int(self.conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
+    def optimize(self) -> None:
+        with self._lock:
+            self.conn.execute("INSERT INTO docs_fts (docs_fts) VALUES ('optimize')")
+            self.conn.execute("PRAGMA optimize")
+
     def namespaces(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self.conn.execute("SELECT name FROM namespaces ORDER BY name")]

@@ -1,0 +1,495 @@
+"""One task with a model: assemble the prompt, work with tools, reflect at the end.
+
+The seed *Prosaic continual learning*: a model does a task with its notes in
+context and its documentation on disk; when it finishes — on success and
+failure alike — it writes short notes that every future instance will see and
+verbose documentation that future instances read on demand.
+
+A session runs in four steps:
+
+1. **Prompt**: the notes block, an index of the documentation (and of the
+   task's own files), optionally the best-matching documentation page, then
+   the task.
+2. **Work**: a tool loop. Chat models use native tool calls (``protocol =
+   "tools"``). Any model, small base models included, can use the text
+   protocol (``protocol = "text"``), documented in ``TEXT_PROTOCOL``: the
+   model answers, or writes one command line (``READ path``, ``SEARCH words``)
+   whose result is put in the context before it is asked again.
+3. **Attempts**: a task with a checker is scored; a wrong attempt with
+   feedback from the world is shown the feedback and tried again, up to the
+   task's ``max_attempts``.
+4. **Reflection**: the model writes a note (``Note: …``, or ``EDIT id: …`` /
+   ``DELETE id``) and a documentation entry, which is appended to the topic's
+   Markdown file with the session's record. The transcript is stored.
+
+When the prompt nears the context window, older working steps are
+**compacted**: the model summarises them (decisions and open items kept) and
+the summary replaces them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifelong.atomic import atomic_write_text
+from lifelong.errors import BudgetExceededError, ContextOverflowError, LifelongError, ValidationError
+from lifelong.learn.tasks import Task
+from lifelong.llm.base import LLM, Completion, Message
+
+ALL_NOTE_OPS = frozenset({"add", "edit", "supersede", "delete"})
+
+TEXT_PROTOCOL = """\
+You can look things up before answering. To read a file, reply with one line: READ <path>
+To search the documentation, reply with one line: SEARCH <words>
+Otherwise reply with the answer only."""
+
+REFLECTION_INSTRUCTIONS = """\
+You have finished a task. Write one short note for a fresh instance that will do similar tasks: \
+a fact or rule it would not know, in one line. To correct an existing note write \
+"EDIT <id>: <new text>"; to remove a wrong one write "DELETE <id>". Write NONE if nothing is new."""
+
+# One worked example in another domain: a small base model learns the format
+# from it (and copies the lesson's shape, not its content).
+REFLECTION_EXAMPLE = """\
+Task: Which port does the staging server listen on?
+Answer given: 8080
+Result: wrong. Feedback: staging listens on port 9443, not 8080.
+Note: The staging server listens on port 9443."""
+
+
+@dataclass
+class SessionConfig:
+    """How a session works. The defaults suit the embedded 270M base model."""
+
+    protocol: str = "text"  # "text" (any model) | "tools" (native tool calls, chat models)
+    max_steps: int = 4  # tool steps per attempt before an answer is required
+    max_tokens: int = 48  # per model turn while working
+    # Stop strings of a working turn. None stops the text protocol at a blank
+    # line; its answer (or command) is the first non-empty line of the reply,
+    # since small base models often open with a newline.
+    stop: tuple[str, ...] | None = None
+    temperature: float = 0.0
+    seed: int = 0
+    reflect: bool = True
+    note_ops: frozenset[str] = ALL_NOTE_OPS  # what reflection may do to notes
+    use_docs: bool = True
+    prefetch_docs: int = 1  # best-matching doc pages put in the prompt up front
+    page_tokens: int = 256  # size of one READ page
+    preamble: str | None = None  # extra context, e.g. a previous transcript
+    compact_at: float = 0.8  # compact when the prompt passes this share of the window
+    reflection_max_tokens: int = 48
+    doc_max_tokens: int = 160
+    transcript_dir: Path | None = None  # where transcripts are stored (None: not stored)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("text", "tools"):
+            raise ValidationError(f"unknown protocol {self.protocol!r}", hint="use 'text' or 'tools'")
+        unknown = set(self.note_ops) - ALL_NOTE_OPS
+        if unknown:
+            raise ValidationError(f"unknown note operations {sorted(unknown)}",
+                                  hint=f"choose from {sorted(ALL_NOTE_OPS)}")
+        if not 0.1 <= self.compact_at <= 1.0:
+            raise ValidationError(f"compact_at must be in [0.1, 1], got {self.compact_at}")
+        self.note_ops = frozenset(self.note_ops)
+
+
+@dataclass
+class Outcome:
+    """What one session did and what it cost."""
+
+    session_id: str
+    task_id: str
+    answer: str
+    score: float | None  # None: no checker, or the checker raised (see ``error``)
+    attempts: int
+    transcript: list[Message]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    context_tokens: int = 0  # the largest prompt sent
+    latency_s: float = 0.0
+    notes_written: list[int] = field(default_factory=list)
+    docs_written: list[str] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)
+    tool_calls: int = 0
+    compactions: int = 0
+    warnings: list[str] = field(default_factory=list)  # e.g. a note refused by the budget
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Budget:
+    """Token and time accounting across the model calls of one session."""
+
+    def __init__(self) -> None:
+        self.prompt = self.completion = self.context = 0
+
+    def add(self, c: Completion) -> Completion:
+        self.prompt += c.prompt_tokens
+        self.completion += c.completion_tokens
+        self.context = max(self.context, c.prompt_tokens)
+        return c
+
+
+class Session:
+    """Run tasks with a model, its notes and its documentation."""
+
+    def __init__(self, llm: LLM, notes: Any | None = None, docs: Any | None = None,
+                 config: SessionConfig | None = None) -> None:
+        self.llm = llm
+        self.notes = notes
+        self.config = config or SessionConfig()
+        self.docs = docs if self.config.use_docs else None
+
+    # -- public ----------------------------------------------------------------
+    def run(self, task: Task | str) -> Outcome:
+        if isinstance(task, str):
+            task = Task(prompt=task)
+        if not task.prompt.strip():
+            raise ValidationError("the task prompt is empty", hint="give the task's text")
+        sid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        self._budget = _Budget()
+        self._tool_calls = 0
+        self._compactions = 0
+        transcript: list[Message] = []
+        outcome = Outcome(session_id=sid, task_id=task.id or sid, answer="", score=None, attempts=0,
+                          transcript=transcript)
+        try:
+            self._work(task, outcome)
+            if self.config.reflect and (self.notes is not None or self.docs is not None):
+                self._reflect(task, outcome)
+        except ContextOverflowError as exc:
+            outcome.error = f"context overflow: {exc.message}"
+        outcome.prompt_tokens = self._budget.prompt
+        outcome.completion_tokens = self._budget.completion
+        outcome.context_tokens = self._budget.context
+        outcome.tool_calls = self._tool_calls
+        outcome.compactions = self._compactions
+        outcome.latency_s = time.perf_counter() - t0
+        self._store_transcript(task, outcome)
+        return outcome
+
+    # -- 1. the prompt ------------------------------------------------------------
+    def _context_block(self, task: Task) -> str:
+        """Everything before the working steps: preamble, notes, indexes, prefetched page."""
+        parts: list[str] = []
+        if self.config.preamble:
+            parts.append(self.config.preamble.strip() + "\n")
+        if self.notes is not None:
+            block = self.notes.render()
+            if block:
+                parts.append(block)
+        if self.docs is not None:
+            index = self.docs.tree_text()
+            if index:
+                parts.append("## Documentation\n" + index + "\n")
+        if task.environment:
+            listing = "\n".join(f"- {p}" for p in sorted(task.environment))
+            parts.append("## Task files\n" + listing + "\n")
+        for path, text in self._prefetch(task):
+            parts.append(f"## From {path}\n{text.strip()}\n")
+        return "\n".join(parts)
+
+    def _prefetch(self, task: Task) -> list[tuple[str, str]]:
+        if self.docs is None or self.config.prefetch_docs <= 0:
+            return []
+        words = " ".join(re.findall(r"\w+", task.prompt))
+        if not words:
+            return []
+        hits = self.docs.search(words, limit=self.config.prefetch_docs)
+        return [(h.path, self.docs.read(h.path, 0, self.config.page_tokens).text) for h in hits]
+
+    @staticmethod
+    def _task_text(task: Task) -> str:
+        text = task.prompt.rstrip()
+        # A base model needs a cue to answer; keep a task's own cue if it has one.
+        return text if text.endswith(":") else text + "\nAnswer:"
+
+    # -- 2 and 3. work, with attempts ----------------------------------------
+    def _work(self, task: Task, outcome: Outcome) -> None:
+        steps: list[str] = []  # working steps shown between the context and the task
+        attempts = max(1, int(task.max_attempts))
+        for attempt in range(1, attempts + 1):
+            outcome.attempts = attempt
+            if self.config.protocol == "tools":
+                answer = self._attempt_tools(task, steps, outcome.transcript)
+            else:
+                answer = self._attempt_text(task, steps, outcome.transcript)
+            outcome.answer = answer
+            try:
+                outcome.score = task.score(answer)
+            except Exception as exc:  # a broken checker fails this session, not the run
+                outcome.score, outcome.error = None, f"checker of task {task.id or '?'} raised {exc!r}"
+                return
+            if outcome.score is None or outcome.score >= 1.0 or task.feedback is None:
+                return
+            try:
+                said = task.feedback(answer, outcome.score)
+            except Exception as exc:
+                outcome.error = f"feedback of task {task.id or '?'} raised {exc!r}"
+                return
+            if not said:
+                return
+            outcome.feedback.append(said)
+            outcome.transcript.append({"role": "user", "content": f"Feedback: {said}"})
+            steps.append(f"Your answer: {answer}\nFeedback: {said}")
+
+    def _attempt_text(self, task: Task, steps: list[str], transcript: list[Message]) -> str:
+        context = self._context_block(task)
+        for step in range(self.config.max_steps + 1):
+            can_use_tools = step < self.config.max_steps and (self.docs is not None or task.environment)
+            prompt = self._assemble(context, steps, task, tools=bool(can_use_tools))
+            prompt = self._compact_if_needed(prompt, context, steps, task, bool(can_use_tools))
+            stop = list(self.config.stop) if self.config.stop is not None else ["\n\n\n", "\n## "]
+            c = self._complete(prompt, max_tokens=self.config.max_tokens, stop=stop)
+            reply = _first_line(c.text)
+            transcript.append({"role": "assistant", "content": reply})
+            command = _parse_command(reply) if can_use_tools else None
+            if command is None:
+                return _clean_answer(reply)
+            verb, arg = command
+            offset = 0
+            if verb == "READ" and re.fullmatch(r".+\s\d+", arg):
+                arg, _, off = arg.rpartition(" ")
+                offset = int(off)
+            result = self._run_tool(task, verb, arg, offset)
+            self._tool_calls += 1
+            transcript.append({"role": "tool", "content": result})
+            steps.append(f"> {command[0]} {command[1]}\n{result}")
+        return ""
+
+    def _assemble(self, context: str, steps: Sequence[str], task: Task, *, tools: bool) -> str:
+        parts = [context] if context else []
+        if tools:
+            parts.append(TEXT_PROTOCOL + "\n")
+        if steps:
+            parts.append("\n\n".join(steps) + "\n")
+        parts.append("## Task\n" + self._task_text(task))
+        return "\n".join(parts)
+
+    def _attempt_tools(self, task: Task, steps: list[str], transcript: list[Message]) -> str:
+        """Native tool calls: the model calls read/search until it answers in text."""
+        system = self._context_block(task) or "You are a careful assistant."
+        messages: list[Message] = [{"role": "system", "content": system},
+                                   {"role": "user", "content": task.prompt}]
+        for s in steps:  # earlier attempts' feedback
+            messages.append({"role": "user", "content": s})
+        tools = _TOOL_SCHEMAS if (self.docs is not None or task.environment) else None
+        for _ in range(self.config.max_steps + 1):
+            c = self._complete(messages, max_tokens=self.config.max_tokens, tools=tools)
+            if not c.tool_calls:
+                transcript.append({"role": "assistant", "content": c.text})
+                return c.text.strip()
+            messages.append({"role": "assistant", "content": c.text or "",
+                             "tool_calls": [{"id": t.id, "type": "function",
+                                             "function": {"name": t.name, "arguments": json.dumps(t.arguments)}}
+                                            for t in c.tool_calls]})
+            for call in c.tool_calls:
+                verb = "READ" if call.name == "read" else "SEARCH"
+                arg = str(call.arguments.get("path") or call.arguments.get("query") or "")
+                result = self._run_tool(task, verb, arg, int(call.arguments.get("offset", 0) or 0))
+                self._tool_calls += 1
+                transcript.append({"role": "tool", "content": result, "name": call.name})
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            tools = tools if len(messages) < 4 * (self.config.max_steps + 2) else None
+        return ""
+
+    def _run_tool(self, task: Task, verb: str, arg: str, offset: int = 0) -> str:
+        """Run READ / SEARCH; errors become text the model can read and act on."""
+        try:
+            if verb == "READ":
+                path = arg.strip().strip("`'\"")
+                if path in task.environment:
+                    text = task.environment[path]
+                    return _page_of(text, offset, self.config.page_tokens, self.llm.count_tokens, path)
+                if self.docs is None:
+                    return f"(no file {path!r}; files: {', '.join(sorted(task.environment)) or 'none'})"
+                page = self.docs.read(path, offset, self.config.page_tokens)
+                more = f"\n(more: READ {page.path} {page.next_offset})" if page.more else ""
+                return page.text.strip() + more
+            if self.docs is None:
+                return "(no documentation to search)"
+            hits = self.docs.search(arg, limit=5)
+            return "\n".join(f"- {h.path}" for h in hits) or "(no matches)"
+        except LifelongError as exc:
+            return f"(error: {exc.message})"
+
+    def _complete(self, prompt: str | list[Message], *, max_tokens: int, stop: list[str] | None = None,
+                  tools: Any = None) -> Completion:
+        c = self.llm.complete(prompt, max_tokens=max_tokens, stop=stop, temperature=self.config.temperature,
+                              seed=self.config.seed, tools=tools)
+        return self._budget.add(c)
+
+    # -- compaction --------------------------------------------------------------
+    def _compact_if_needed(self, prompt: str, context: str, steps: list[str], task: Task,
+                           tools: bool) -> str:
+        limit = int(self.config.compact_at * self.llm.context_window) - self.config.max_tokens
+        if len(steps) < 2 or self.llm.count_tokens(prompt) <= limit:
+            return prompt
+        older = "\n\n".join(steps[:-1])
+        ask = ("Summarize these working steps in two or three sentences. Keep every decision, "
+               "every fact found and every open question.\n\n" + older + "\n\nSummary:")
+        c = self._complete(ask, max_tokens=96, stop=["\n\n"])
+        steps[:-1] = [f"Summary of earlier steps: {c.text.strip()}"]
+        self._compactions += 1
+        return self._assemble(context, steps, task, tools=tools)
+
+    # -- 4. reflection -----------------------------------------------------------
+    def _reflect(self, task: Task, outcome: Outcome) -> None:
+        sid = outcome.session_id
+        result = _result_line(outcome)
+        if self.notes is not None and self.config.note_ops:
+            lines = [self.notes.render().strip(), REFLECTION_INSTRUCTIONS, "", REFLECTION_EXAMPLE, "",
+                     f"Task: {_one_line(task.prompt)}", f"Answer given: {outcome.answer or '(none)'}",
+                     f"Result: {result}", "Note:"]
+            prompt = "\n".join(x for x in lines if x is not None)
+            c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
+            written = c.text.strip()
+            outcome.transcript.append({"role": "reflection", "content": written})
+            note_id = self._apply_note(written, task, sid, outcome)
+            if note_id is not None:
+                outcome.notes_written.append(note_id)
+        if self.docs is not None:
+            prompt = "\n".join([
+                "Write a documentation entry about the task below for future readers: what was asked, "
+                "what was tried, what worked or failed, and the facts learnt. Use full sentences.", "",
+                f"Task: {_one_line(task.prompt, 400)}", f"Answer given: {outcome.answer or '(none)'}",
+                f"Result: {result}", "", "Documentation:"])
+            c = self._complete(prompt, max_tokens=self.config.doc_max_tokens, stop=["\n\n\n"])
+            entry = c.text.strip()
+            outcome.transcript.append({"role": "reflection", "content": entry})
+            path = self._write_doc(task, outcome, entry)
+            if path:
+                outcome.docs_written.append(path)
+
+    def _apply_note(self, written: str, task: Task, sid: str, outcome: Outcome) -> int | None:
+        """Carry out what reflection wrote: a new note, an edit or a deletion."""
+        text = written.strip().strip('"')
+        if not text or text.upper().startswith("NONE"):
+            return None
+        ops = self.config.note_ops
+        meta = {"session": sid, "task": task.id}
+        try:
+            m = re.match(r"^(EDIT|DELETE)\s*\[?(\d+)\]?\s*:?\s*(.*)$", text, re.I)
+            if m:
+                verb, nid, rest = m.group(1).upper(), int(m.group(2)), m.group(3).strip()
+                if verb == "DELETE" and "delete" in ops:
+                    self.notes.delete(nid, reason="reflection", **meta)
+                    return nid
+                if verb == "EDIT" and rest and ({"edit", "supersede"} & ops):
+                    return self.notes.supersede(nid, rest, **meta).id
+                return None
+            if "add" not in ops:
+                return None
+            res = self.notes.add(text, tags=[task.family] if task.family else [], **meta)
+            return res.note.id
+        except BudgetExceededError as exc:
+            # Never truncate: the note is refused and the refusal reported.
+            outcome.warnings.append(f"note refused: {exc.message}")
+            return None
+        except LifelongError as exc:  # empty, over-long, unknown id: not written
+            outcome.warnings.append(f"note not written: {exc.message}")
+            return None
+
+    def _write_doc(self, task: Task, outcome: Outcome, entry: str) -> str | None:
+        """Append the entry and the session's record to the topic's file (one file per topic)."""
+        topic = re.sub(r"[^\w.-]+", "-", task.family or "general").strip("-") or "general"
+        path = f"{topic}.md"
+        record = [f"## Session {outcome.session_id} — task {task.id or outcome.session_id}", ""]
+        if entry:
+            record += [entry, ""]
+        record += ["Record:", f"- task: {_one_line(task.prompt, 300)}",
+                   f"- answer: {outcome.answer or '(none)'}", f"- result: {_result_line(outcome)}"]
+        for f in outcome.feedback:
+            record.append(f"- feedback: {f}")
+        section = "\n".join(record) + "\n"
+        meta = {"session": outcome.session_id, "task": task.id}
+        if self.docs.exists(path):
+            self.docs.append(path, "\n" + section, **meta)
+        else:
+            self.docs.write(path, f"# {topic}\n\n{section}", description=f"What was learnt on {topic} tasks",
+                            tags=[topic] if re.fullmatch(r"[\w.:/-]{1,40}", topic) else None, **meta)
+        return path
+
+    # -- the stored transcript ---------------------------------------------------
+    def _store_transcript(self, task: Task, outcome: Outcome) -> None:
+        if self.config.transcript_dir is None:
+            return
+        ns = getattr(self.notes, "namespace", None) or getattr(self.docs, "namespace", None) or "default"
+        path = Path(self.config.transcript_dir) / ns / f"{outcome.session_id}.json"
+        record = {"task": {"id": task.id, "family": task.family, "prompt": task.prompt},
+                  "model": getattr(self.llm, "name", ""), "outcome": outcome.to_dict()}
+        atomic_write_text(path, json.dumps(record, indent=1, ensure_ascii=False))
+
+
+# -- helpers ------------------------------------------------------------------------
+
+_TOOL_SCHEMAS = [
+    {"type": "function", "function": {
+        "name": "read", "description": "Read a page of a documentation or task file.",
+        "parameters": {"type": "object", "properties": {
+            "path": {"type": "string"}, "offset": {"type": "integer", "default": 0}},
+            "required": ["path"]}}},
+    {"type": "function", "function": {
+        "name": "search", "description": "Search the documentation; returns matching paths.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
+                       "required": ["query"]}}},
+]
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _parse_command(reply: str) -> tuple[str, str] | None:
+    m = re.match(r"^(READ|SEARCH)\s+(\S.*)$", reply.strip())
+    return (m.group(1), m.group(2).strip()) if m else None
+
+
+def _clean_answer(reply: str) -> str:
+    return re.sub(r"^(ANSWER|Answer)\s*:\s*", "", reply.strip())
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _result_line(outcome: Outcome) -> str:
+    if outcome.score is None:
+        verdict = "not checked"
+    elif outcome.score >= 1.0:
+        verdict = "correct"
+    elif outcome.score > 0:
+        verdict = f"partly correct ({outcome.score:.2f})"
+    else:
+        verdict = "wrong"
+    if outcome.feedback:
+        return f"{verdict}. Feedback: {outcome.feedback[-1]}"
+    return verdict + "."
+
+
+def _page_of(text: str, offset: int, max_tokens: int, count: Any, path: str) -> str:
+    """A page of a task file, cut on a line boundary, in at most ``max_tokens``."""
+    lines, out, used = text[offset:].splitlines(keepends=True), [], 0
+    for line in lines:
+        n = count(line)
+        if out and used + n > max_tokens:
+            break
+        out.append(line)
+        used += n
+    end = offset + sum(len(x) for x in out)
+    more = f"\n(more: READ {path} {end})" if end < len(text) else ""
+    return "".join(out).strip() + more
