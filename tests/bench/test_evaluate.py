@@ -28,7 +28,10 @@ class NeedleOracle(nn.Module):
     def _next(self, ids: list[int]) -> int:
         text = self.tok.decode(ids)
         cut = text.rfind("mentioned in the provided text are")
-        prompt, said = text[: cut + len("mentioned in the provided text are")], text[cut:].split(" are", 1)[1]
+        prompt, said = (
+            text[: cut + len("mentioned in the provided text are")],
+            text[cut:].split(" are", 1)[1],
+        )
         key = re.search(r"magic \w+ for ([a-z]+-[a-z]+) mentioned", prompt).group(1)
         value = re.search(rf"for {re.escape(key)} is: ([0-9a-f-]+)\.", prompt).group(1)
         target = self.tok.encode(" " + value + ".") + [self.tok.eos_id]
@@ -106,7 +109,10 @@ def test_report_files_and_table(tmp_path):
 
 
 def test_tasks_follow_the_checkpoint_meta():
-    meta = {"task": {"name": "mqar", "options": {"vocab_size": 96, "num_kv_pairs": 6}}, "tokenizer": None}
+    meta = {
+        "task": {"name": "mqar", "options": {"vocab_size": 96, "num_kv_pairs": 6}},
+        "tokenizer": None,
+    }
     tasks = ev.tasks_for_model(["mqar"], meta)
     assert tasks["mqar"].vocab_size == 96 and tasks["mqar"].config.num_kv_pairs == 6
     meta = {"task": {"name": "s_niah_1", "options": {"tokenizer": "byte"}}, "tokenizer": "byte"}
@@ -117,7 +123,9 @@ def test_tasks_follow_the_checkpoint_meta():
 def test_bench_sample_prints_an_example():
     from lifelong.cli.main import app
 
-    result = CliRunner().invoke(app, ["bench", "sample", "s_niah_2", "--length", "300", "--seed", "1"])
+    result = CliRunner().invoke(
+        app, ["bench", "sample", "s_niah_2", "--length", "300", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "One of the special magic numbers for" in result.output
     assert re.search(r"answer: \d{7}\.", result.output)
@@ -128,19 +136,40 @@ def test_bench_run_on_a_trained_checkpoint(tmp_path):
     from lifelong.neural.configs import RunConfig
     from lifelong.neural.train import load_checkpoint, train
 
-    cfg = RunConfig.from_dict({
-        "name": "tiny",
-        "model": {"kind": "transformer", "dim": 32, "n_layers": 1, "n_heads": 2},
-        "task": {"name": "mqar", "options": {"vocab_size": 64, "num_kv_pairs": 4}},
-        "train": {"steps": 2, "batch_size": 4, "seq_len": 32, "warmup_steps": 1,
-                  "out_dir": str(tmp_path / "run"), "device": "cpu"},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "name": "tiny",
+            "model": {"kind": "transformer", "dim": 32, "n_layers": 1, "n_heads": 2},
+            "task": {"name": "mqar", "options": {"vocab_size": 64, "num_kv_pairs": 4}},
+            "train": {
+                "steps": 2,
+                "batch_size": 4,
+                "seq_len": 32,
+                "warmup_steps": 1,
+                "out_dir": str(tmp_path / "run"),
+                "device": "cpu",
+            },
+        }
+    )
     train(cfg, progress=False)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, [
-        "bench", "run", "--model", str(tmp_path / "run"), "--suite", "mqar",
-        "--lengths", "32,64", "--n", "3", "--out", str(out),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "--model",
+            str(tmp_path / "run"),
+            "--suite",
+            "mqar",
+            "--lengths",
+            "32,64",
+            "--n",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy by length" in result.output
     (json_file,) = out.glob("*.json")

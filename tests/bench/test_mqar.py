@@ -22,7 +22,9 @@ def solve(inputs: list[int], labels: list[int], n_pairs: int) -> dict[int, int]:
 @pytest.mark.parametrize("vocab,pairs,seq_len", [(256, 16, 64), (64, 8, 200), (8192, 32, 512)])
 def test_queries_answerable_and_ranges(vocab, pairs, seq_len):
     task = get_task("mqar", vocab_size=vocab, num_kv_pairs=pairs)
-    inputs, labels = task.sample_batch(6, seq_len, torch.Generator().manual_seed(random.randrange(1 << 30)))
+    inputs, labels = task.sample_batch(
+        6, seq_len, torch.Generator().manual_seed(random.randrange(1 << 30))
+    )
     assert inputs.shape == labels.shape == (6, seq_len)
     half = vocab // 2
     for x, y in zip(inputs.tolist(), labels.tolist()):

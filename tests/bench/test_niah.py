@@ -13,7 +13,9 @@ from lifelong.bench.tasks import EvalExample, get_task
 from lifelong.errors import ConfigError
 
 NIAH = ["s_niah_1", "s_niah_2", "s_niah_3", "mk_niah", "mv_niah", "mq_niah"]
-NEEDLE = re.compile(r"One of the special magic (numbers|uuids) for ([a-z]+-[a-z]+) is: ([0-9a-f-]+)\.")
+NEEDLE = re.compile(
+    r"One of the special magic (numbers|uuids) for ([a-z]+-[a-z]+) is: ([0-9a-f-]+)\."
+)
 QUERY = re.compile(r"What are all the special magic (?:numbers|uuids) for (.+?) mentioned")
 
 
@@ -61,7 +63,7 @@ def test_needles_answer_and_length(name, spec, length):
                 assert text.count(v) == 1
         # Prompt + answer + bos + eos fill length + 1 tokens, within one sentence.
         total = 1 + len(ids) + task.count(ex.answer) + 1
-        assert length + 1 - 48 <= total <= length + 1, total
+        assert length + 1 - 32 <= total <= length + 1, total
         assert ex.answer.strip().rstrip(".").split(", ") == ex.references
 
 
@@ -76,7 +78,7 @@ def test_variable_tracking_chain(spec, length):
         for stmt in re.findall(r"VAR [A-Z]{5} = (?:VAR [A-Z]{5}|\d+)\.", text):
             assert text.count(stmt) == 1
         total = 1 + len(ids) + task.count(ex.answer) + 1
-        assert length + 1 - 16 <= total <= length + 1
+        assert length + 1 - 32 <= total <= length + 1
 
 
 def test_noise_haystack_is_rulers_filler():

@@ -12,7 +12,9 @@ from lifelong.errors import ConfigError
 
 def _random_text(rng: random.Random) -> str:
     words = ["the", "grass", "is", "green", "Mary", "moved", "to", "kitchen", "é", "—", "42"]
-    return " ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) + rng.choice([".", "?", "\n"])
+    return " ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) + rng.choice(
+        [".", "?", "\n"]
+    )
 
 
 @pytest.mark.parametrize("spec", ["byte", "bpe:4096"])
@@ -42,7 +44,9 @@ def test_bpe_splits_digits_one_per_token():
 
 def test_bpe_is_much_shorter_than_bytes_on_prose():
     text = "It's the same process that cures diseases: technological progress." * 20
-    assert len(load_tokenizer("bpe:4096").encode(text)) * 3 < len(load_tokenizer("byte").encode(text))
+    assert len(load_tokenizer("bpe:4096").encode(text)) * 3 < len(
+        load_tokenizer("byte").encode(text)
+    )
 
 
 def test_spec_json_round_trip():

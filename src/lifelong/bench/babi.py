@@ -42,7 +42,12 @@ GET = (
     "{a} grabbed the {o} there.",
     "{a} took the {o} there.",
 )
-DROP = ("{a} dropped the {o}.", "{a} discarded the {o}.", "{a} put down the {o}.", "{a} left the {o}.")
+DROP = (
+    "{a} dropped the {o}.",
+    "{a} discarded the {o}.",
+    "{a} put down the {o}.",
+    "{a} left the {o}.",
+)
 GIVE = ("{a} gave the {o} to {b}.", "{a} handed the {o} to {b}.", "{a} passed the {o} to {b}.")
 RELATION = "The {x} is {d} of the {y}."
 
@@ -86,7 +91,7 @@ class World:
         out: dict[str, list[tuple]] = {k: [] for k in kinds}
         for a in self.actors:
             if "move" in kinds:
-                out["move"] += [("move", a, l) for l in LOCATIONS if l != self.where[a]]
+                out["move"] += [("move", a, loc) for loc in LOCATIONS if loc != self.where[a]]
             if self.where[a] is None:
                 continue  # an actor acts on things only once the story has placed them
             for o in self.objects:
@@ -218,10 +223,19 @@ def _ask(task: str, rng: random.Random, world: World, actions, facts) -> Story |
         candidates = []
         for _, a, o, b in gives:
             forms = [
-                (f"Who gave the {o} to {b}?", lambda g, o=o, b=b: g[1] if (g[2], g[3]) == (o, b) else None),
+                (
+                    f"Who gave the {o} to {b}?",
+                    lambda g, o=o, b=b: g[1] if (g[2], g[3]) == (o, b) else None,
+                ),
                 (f"Who received the {o}?", lambda g, o=o: g[3] if g[2] == o else None),
-                (f"What did {a} give to {b}?", lambda g, a=a, b=b: g[2] if (g[1], g[3]) == (a, b) else None),
-                (f"Who did {a} give the {o} to?", lambda g, a=a, o=o: g[3] if (g[1], g[2]) == (a, o) else None),
+                (
+                    f"What did {a} give to {b}?",
+                    lambda g, a=a, b=b: g[2] if (g[1], g[3]) == (a, b) else None,
+                ),
+                (
+                    f"Who did {a} give the {o} to?",
+                    lambda g, a=a, o=o: g[3] if (g[1], g[2]) == (a, o) else None,
+                ),
                 (f"Who gave the {o}?", lambda g, o=o: g[1] if g[2] == o else None),
             ]
             for question, match in forms:
@@ -262,15 +276,15 @@ def vocabulary() -> set[str]:
 def template_lines() -> list[str]:
     lines = []
     for a in ACTORS + QA5_ACTORS:
-        for l in LOCATIONS:
-            lines += [t.format(a=a, l=l) for t in MOVE]
+        for loc in LOCATIONS:
+            lines += [t.format(a=a, l=loc) for t in MOVE]
             lines.append(f"Where is {a}?")
         for o in OBJECTS:
             lines += [t.format(a=a, o=o) for t in GET + DROP]
             lines += [t.format(a=a, o=o, b=b) for t in GIVE for b in QA5_ACTORS if b != a]
     for o in OBJECTS:
         lines.append(f"Where is the {o}?")
-        lines += [f"Where was the {o} before the {l}?" for l in LOCATIONS]
+        lines += [f"Where was the {o} before the {loc}?" for loc in LOCATIONS]
     for x in LOCATIONS:
         for d in OPPOSITE:
             lines += [RELATION.format(x=x, d=d, y=y) for y in LOCATIONS if y != x]

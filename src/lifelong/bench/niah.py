@@ -39,7 +39,9 @@ QUESTION = "\nWhat are all the special magic {kind} for {query} mentioned in the
 ANSWER_PREFIX = " The special magic {kind} for {query} mentioned in the provided text are"
 
 VT_HEADER = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n"
-VT_QUESTION = "\nQuestion: Find all variables that are assigned the value {value} in the text above."
+VT_QUESTION = (
+    "\nQuestion: Find all variables that are assigned the value {value} in the text above."
+)
 VT_ANSWER_PREFIX = (
     " Answer: According to the chain(s) of variable assignment in the text above,"
     " {n} variables are assigned the value {value}, they are:"
@@ -143,7 +145,8 @@ def assemble(
     start = 0 if source == "noise" or not sentences else rng.randrange(len(sentences))
     chosen: list[str] = []
     used, i, misses = 0, start, 0
-    while sentences and misses < 64:
+    # The scan ends after 512 misses or when less room is left than any sentence needs.
+    while sentences and misses < 512 and room - used >= 4:
         s = sentences[i % len(sentences)]
         i += 1
         c = task.count(" " + s)
@@ -170,15 +173,24 @@ def assemble(
     items.extend(chosen[cursor:])
     # The first item follows the header's newline, so it takes no leading space.
     pieces = [header] + [it if j == 0 else " " + it for j, it in enumerate(items)] + tail
-    # " X" and "X" may differ by a token; drop haystack from the end until it fits.
-    while sum(task.count(p) for p in pieces) + task.count(answer) > budget:
-        droppable = [j for j in range(1, len(pieces) - len(tail)) if pieces[j].strip() not in needles]
+    # " X" and "X" may differ by a token or two: if the first item went over, drop the
+    # smallest haystack sentence that brings the prompt back within the budget.
+    while (excess := sum(task.count(p) for p in pieces) + task.count(answer) - budget) > 0:
+        droppable = [
+            j for j in range(1, len(pieces) - len(tail)) if pieces[j].strip() not in needles
+        ]
         if not droppable:
             raise ConfigError(
                 f"{task.name}: length {budget + 1} cannot hold the prompt",
                 hint="use a longer length",
             )
-        pieces.pop(droppable[-1])
+        enough = [j for j in droppable if task.count(pieces[j]) >= excess]
+        pieces.pop(min(enough, key=lambda j: task.count(pieces[j])) if enough else droppable[-1])
+    # Where each needle ended up, in haystack items (drops may have shifted them).
+    needle_order = iter(order)
+    for idx, piece in enumerate(pieces[1 : len(pieces) - len(tail)]):
+        if piece.strip() in needles:
+            positions[next(needle_order)] = idx
     return pieces, positions
 
 
@@ -235,7 +247,10 @@ class NeedleTask(TextTask):
         query = _join_keys(queries)
         references = [v for k in queries for v in values[k]]
         answer = " " + ", ".join(references) + "."
-        tail = [QUESTION.format(kind=kind, query=query), ANSWER_PREFIX.format(kind=kind, query=query)]
+        tail = [
+            QUESTION.format(kind=kind, query=query),
+            ANSWER_PREFIX.format(kind=kind, query=query),
+        ]
         pieces, positions = assemble(
             self, rng, budget, cfg.haystack, HEADER.format(kind=kind), needles, depth, tail, answer
         )
@@ -297,8 +312,16 @@ class VariableTracking(TextTask):
             VT_ANSWER_PREFIX.format(n=len(chains[0]), value=value),
         ]
         pieces, positions = assemble(
-            self, rng, budget, cfg.haystack, VT_HEADER, [s for _, s in stmts],
-            depth, tail, answer, in_order=True,
+            self,
+            rng,
+            budget,
+            cfg.haystack,
+            VT_HEADER,
+            [s for _, s in stmts],
+            depth,
+            tail,
+            answer,
+            in_order=True,
         )
         return TextExample(
             pieces=pieces,

@@ -233,9 +233,7 @@ def get_task(name: str, **options: Any) -> Task:
     for module in (mqar, niah, babilong):
         if key in module.TASKS:
             return module.build(key, **options)
-    raise ConfigError(
-        f"unknown task {name!r}", hint=f"choose one of: {', '.join(task_names())}"
-    )
+    raise ConfigError(f"unknown task {name!r}", hint=f"choose one of: {', '.join(task_names())}")
 
 
 def suite_tasks(suite: str) -> tuple[str, ...]:

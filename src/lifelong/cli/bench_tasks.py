@@ -1,4 +1,4 @@
-"""``lifelong bench run|sample|tokenizers``: the long-context benchmarks from the shell."""
+"""``lifelong bench run|sample|tokenizers|generators``: long-context benchmarks from the shell."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("run")
     def bench_run(
         model: Path = typer.Option(..., "--model", help="checkpoint written by `lifelong train`"),
-        suite: str = typer.Option("s_niah", help="suite (mqar, s_niah, niah, babilong) or task names"),
+        suite: str = typer.Option(
+            "s_niah", help="suite (mqar, s_niah, niah, babilong) or task names"
+        ),
         lengths: str = typer.Option("1k,2k,4k,8k,16k", help="comma-separated, e.g. 0k,1k,2k"),
         n: int = typer.Option(20, "--n", help="examples per task and length"),
         seed: int = typer.Option(0, help="seed of the generated examples"),
@@ -53,12 +55,15 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         names = suite_tasks(suite)
         lens = parse_lengths(lengths)
         if not model.exists():
-            raise ConfigError(f"no checkpoint at {model}", hint="train one with `lifelong train CONFIG`")
+            raise ConfigError(
+                f"no checkpoint at {model}", hint="train one with `lifelong train CONFIG`"
+            )
         try:
             from lifelong.neural.train import load_checkpoint
         except ImportError as exc:
             raise ConfigError(
-                f"cannot load checkpoints: {exc}", hint="install the neural extra: pip install 'lifelong[neural]'"
+                f"cannot load checkpoints: {exc}",
+                hint="install the neural extra: pip install 'lifelong[neural]'",
             ) from exc
         net, meta = load_checkpoint(str(model), device=device)
         tasks = ev.tasks_for_model(names, meta, _parse_options(option))
@@ -101,21 +106,27 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             console.print(Rule(f"{name} @ {length} (seed {seed})"))
             if ex.labels is not None:
                 console.print(f"input ids ({len(ex.input_ids)}): {ex.input_ids}")
-                console.print(f"scored positions: {[i for i, y in enumerate(ex.labels) if y != -100]}")
+                console.print(
+                    f"scored positions: {[i for i, y in enumerate(ex.labels) if y != -100]}"
+                )
                 console.print(f"targets: {[y for y in ex.labels if y != -100]}")
                 continue
             prompt = task.tokenizer.decode(ex.input_ids)
             console.print(prompt, markup=False, highlight=False)
-            console.print(f"[bold]answer:[/]{ex.meta['answer']}  [dim]references={ex.references}[/]")
+            console.print(
+                f"[bold]answer:[/]{ex.meta['answer']}  [dim]references={ex.references}[/]"
+            )
             total = len(ex.input_ids) + len(task.tokenizer.encode(ex.meta["answer"])) + 1
-            console.print(f"[dim]{total} tokens with answer and eos; tokenizer {task.tokenizer.spec}[/]")
+            console.print(
+                f"[dim]{total} tokens with answer and eos; tokenizer {task.tokenizer.spec}[/]"
+            )
 
     @bench_app.command("tokenizers")
     def bench_tokenizers(
         specs: str = typer.Option("byte,bpe:1024,bpe:4096,bpe:8192", help="tokenizer specs"),
         words: int = typer.Option(1000, help="words of essay text to measure"),
     ) -> None:
-        """Compare tokenizers: load/train time, tokens per word, words in a 1k-token S-NIAH-2 prompt."""
+        """Compare tokenizers: train/load time, tokens per word, words in a 1k S-NIAH-2 prompt."""
         import random
         import time
 
@@ -125,9 +136,20 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from lifelong.bench import haystack
         from lifelong.bench.tasks import get_task
 
+        console = Console()
+        t0 = time.perf_counter()
+        haystack.essay_sentences()
+        haystack.book_sentences()
+        console.print(f"corpus ready (essays + book text) in {time.perf_counter() - t0:.2f} s")
         text = " ".join(" ".join(haystack.essay_sentences()).split()[:words])
         table = Table(title=f"tokenizers on {words} words of essay text")
-        for col in ("spec", "vocab", "load s", f"tokens / {words} words", "words in 1k S-NIAH-2"):
+        for col in (
+            "spec",
+            "vocab",
+            "train or load s",
+            f"tokens / {words} words",
+            "words in 1k S-NIAH-2",
+        ):
             table.add_column(col, justify="right")
         for spec in [s.strip() for s in specs.split(",") if s.strip()]:
             t0 = time.perf_counter()
@@ -137,4 +159,37 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             ex = task.make(random.Random(0), 1023)
             n_words = len("".join(ex.pieces).split())
             table.add_row(spec, str(task.vocab_size), f"{load_s:.2f}", str(n_tok), str(n_words))
+        console.print(table)
+
+    @bench_app.command("generators")
+    def bench_generators(
+        suite: str = typer.Option("mqar,niah,babilong", help="suites or task names"),
+        lengths: str = typer.Option("1k,8k", help="sequence lengths"),
+        batch: int = typer.Option(16, help="batch size of sample_batch"),
+        tokenizer: str = typer.Option("bpe:4096", help="tokenizer of the text tasks"),
+    ) -> None:
+        """Training-data speed: tokens/s of each task's sample_batch at each length."""
+        import time
+
+        import torch
+        from rich.console import Console
+        from rich.table import Table
+
+        from lifelong.bench.evaluate import format_length
+        from lifelong.bench.tasks import get_task, parse_lengths, suite_tasks
+
+        lens = parse_lengths(lengths)
+        table = Table(title=f"sample_batch({batch}, L) speed, tokens/s (tokenizer {tokenizer})")
+        table.add_column("task")
+        for L in lens:
+            table.add_column(format_length(L), justify="right")
+        for name in suite_tasks(suite):
+            task = get_task(name, **({} if name == "mqar" else {"tokenizer": tokenizer}))
+            task.sample_batch(2, lens[0], torch.Generator().manual_seed(0))  # warm caches
+            row = [name]
+            for L in lens:
+                t0 = time.perf_counter()
+                task.sample_batch(batch, L, torch.Generator().manual_seed(1))
+                row.append(f"{batch * L / (time.perf_counter() - t0):,.0f}")
+            table.add_row(*row)
         Console().print(table)
