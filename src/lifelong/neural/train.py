@@ -124,10 +124,38 @@ def pick_device(spec: str, d: Dist) -> torch.device:
 # --------------------------------------------------------------------------- tasks
 
 
-def build_task(cfg: RunConfig) -> Any:
-    from lifelong.bench.tasks import get_task
+class MixedTask:
+    """Several tasks with one vocabulary; each batch is split evenly between them."""
 
-    return get_task(cfg.task.name, **cfg.task.options)
+    def __init__(self, name: str, tasks: list[Any]) -> None:
+        sizes = {int(t.vocab_size) for t in tasks}
+        if len(sizes) != 1:
+            raise ConfigError(
+                f"tasks of {name!r} have different vocabularies {sorted(sizes)}",
+                hint="mix only tasks that share a tokenizer",
+            )
+        self.name, self.tasks = name, tasks
+        self.vocab_size = sizes.pop()
+        self.tokenizer = getattr(tasks[0], "tokenizer", None)
+
+    def sample_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.tasks)
+        parts = [self.tasks[i].sample_batch(batch_size // n + (i < batch_size % n), seq_len, generator)
+                 for i in range(n)]
+        parts = [p for p in parts if p[0].shape[0]]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def build_task(cfg: RunConfig) -> Any:
+    """The config's task; a suite name (e.g. ``s_niah``) or "a,b" mixes its tasks."""
+    from lifelong.bench.tasks import get_task, suite_tasks
+
+    names = suite_tasks(cfg.task.name)
+    if len(names) == 1:
+        return get_task(names[0], **cfg.task.options)
+    return MixedTask(cfg.task.name, [get_task(n, **cfg.task.options) for n in names])
 
 
 def task_meta(task: Any, cfg: RunConfig) -> dict[str, Any]:
