@@ -83,6 +83,11 @@ def test_oracle_scores_one_and_constant_scores_zero_on_niah():
         report = ev.evaluate(oracle, tasks, [256, 512], n=3, seed=0)
         for by_len in report["results"].values():
             assert [by_len[k]["accuracy"] for k in ("256", "512")] == [1.0, 1.0]
+    # A length that cannot hold the prompt is reported as skipped, not fatal.
+    report = ev.evaluate(NeedleOracle(tok), {"s_niah_1": tasks["s_niah_1"]}, [0, 256], n=1, seed=0)
+    assert report["results"]["s_niah_1"]["0"]["accuracy"] is None
+    assert "length 0" in report["results"]["s_niah_1"]["0"]["skipped"]
+    assert ev.table_rows(report)[1] == [["s_niah_1", "—", "1.000"]]
     digit = tok.encode("7")[0]
     report = ev.evaluate(Constant(tok.vocab_size, digit), tasks, [256], n=3, seed=0)
     assert all(r["256"]["accuracy"] == 0.0 for r in report["results"].values())
@@ -102,6 +107,7 @@ def test_report_files_and_table(tmp_path):
     report = ev.evaluate(MQAROracle(64, 4), {"mqar": task, "mqar2": task}, [32, 1024], n=2, seed=0)
     header, rows = ev.table_rows(report)
     assert header == ["task", "32", "1k"]
+    assert ev.format_length(0) == "0k" and ev.format_length(3000) == "3000"
     assert rows[-1] == ["mean", "1.000", "1.000"]
     json_path, png_path = ev.write_report(report, tmp_path, "r")
     assert json.loads(json_path.read_text())["results"]["mqar"]["1024"]["n"] == 2
@@ -180,3 +186,21 @@ def test_bench_run_on_a_trained_checkpoint(tmp_path):
     for L in ("32", "64"):
         assert report["results"]["mqar"][L]["scores"] == again["results"]["mqar"][L]["scores"]
     assert list(out.glob("*.png"))
+
+
+def test_text_outputs_are_the_models_own_greedy_continuation():
+    from lifelong.neural.configs import ModelConfig
+    from lifelong.neural.lm import CausalLM
+
+    task = get_task("babilong_qa1")
+    torch.manual_seed(0)
+    model = CausalLM(
+        ModelConfig(kind="transformer", vocab_size=task.vocab_size, dim=32, n_layers=1, n_heads=2)
+    ).eval()
+    report = ev.evaluate(model, {"qa1": task}, [256], n=2, seed=0)
+    for ex, said in zip(task.eval_examples(2, 256, 0), report["results"]["qa1"]["256"]["outputs"]):
+        ids = torch.tensor([ex.input_ids])
+        new = model.generate(ids, max_new_tokens=ex.max_new_tokens)[0, ids.shape[1] :].tolist()
+        if task.tokenizer.eos_id in new:
+            new = new[: new.index(task.tokenizer.eos_id)]
+        assert said == task.tokenizer.decode(new)

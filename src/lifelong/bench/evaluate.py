@@ -22,6 +22,7 @@ from typing import Any
 
 from lifelong.atomic import atomic_write_bytes, atomic_write_text
 from lifelong.bench.tasks import IGNORE_INDEX, EvalExample, Task
+from lifelong.errors import ConfigError
 
 
 def _logits(out: Any):
@@ -107,7 +108,14 @@ def evaluate(
                 for length in lengths:
                     t0 = time.perf_counter()
                     scores, outputs = [], []
-                    for ex in task.eval_examples(n, length, seed):
+                    try:
+                        examples = task.eval_examples(n, length, seed)
+                    except ConfigError as exc:
+                        # A length the task cannot fill (0k NIAH, 128-token BABILong):
+                        # reported as skipped, the other lengths still run.
+                        results[name][str(length)] = {"accuracy": None, "skipped": exc.message}
+                        continue
+                    for ex in examples:
                         s, text = score_example(model, task, ex, device)
                         scores.append(s)
                         outputs.append(text)
@@ -136,7 +144,7 @@ def evaluate(
 
 
 def format_length(length: int) -> str:
-    if length and length % 1024 == 0:
+    if length % 1024 == 0:  # 0 -> "0k", BABILong's name for the story alone
         return f"{length // 1024}k"
     return str(length)
 
@@ -146,13 +154,18 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     lengths = report["lengths"]
     header = ["task"] + [format_length(x) for x in lengths]
     rows = []
+
+    def cell(acc: float | None) -> str:
+        return "—" if acc is None else f"{acc:.3f}"
+
     for name, by_len in report["results"].items():
-        rows.append([name] + [f"{by_len[str(x)]['accuracy']:.3f}" for x in lengths])
+        rows.append([name] + [cell(by_len[str(x)]["accuracy"]) for x in lengths])
     if len(report["results"]) > 1:
         means = []
         for x in lengths:
             accs = [r[str(x)]["accuracy"] for r in report["results"].values()]
-            means.append(f"{sum(accs) / len(accs):.3f}")
+            accs = [a for a in accs if a is not None]
+            means.append(cell(sum(accs) / len(accs) if accs else None))
         rows.append(["mean"] + means)
     return header, rows
 
@@ -181,7 +194,9 @@ def plot_png(report: dict[str, Any]) -> bytes:
     xs = list(range(len(lengths)))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for name, by_len in report["results"].items():
-        ax.plot(xs, [by_len[str(x)]["accuracy"] for x in lengths], marker="o", label=name)
+        ys = [by_len[str(x)]["accuracy"] for x in lengths]
+        ys = [float("nan") if y is None else y for y in ys]  # skipped lengths leave a gap
+        ax.plot(xs, ys, marker="o", label=name)
     ax.set_xticks(xs, [format_length(x) for x in lengths])
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("context length (tokens)")
