@@ -1,0 +1,513 @@
+"""Titans neural long-term memory (Behrouz, Zhong, Mirrokni, arXiv 2501.00663, §3).
+
+Read this file top to bottom like the paper's appendix. The memory is a small
+MLP ``M`` per head whose *weights are the state*. At test time it learns,
+chunk by chunk, to map keys to values:
+
+    associative loss      ℓ(M; k, v) = ‖M(k) − v‖²
+    surprise (momentum)   S_t = η_t · S_{t−1} − θ_t · ∇ℓ(M_{t−1}; k_t, v_t)
+    forgetting            M_t = (1 − α_t) · M_{t−1} + S_t
+    retrieval             y_t = M*(q_t)          (a forward pass, no update)
+
+with θ_t (learning rate, "how much to store"), η_t (momentum, "how long
+surprise lasts") and α_t (forgetting) produced from the input by learned
+linear maps and squashed into their valid ranges.
+
+Chunked form (paper §3.2, "parallelizing the long-term memory training").
+The sequence is cut into chunks of ``b = chunk_size`` tokens (counted from the
+first token the state ever saw). Inside a chunk every gradient is taken at the
+*chunk-start* weights M₀, so all b gradients are one batched backward pass
+through the MLP, written out by hand as matmuls (``associative_backward``).
+Momentum and forgetting then combine the b gradients with scalar coefficients
+(``chunk_coefficients``: the scan), so the weights only need to exist at chunk
+boundaries. ``b = 1`` is exactly the token recurrence above.
+
+Which weights each position reads (chunk-causal): every position of chunk n
+reads the weights after chunks 0 … n−1 were written, i.e. the chunk-start
+weights. With ``b = 1`` position t reads M_{t−1}. ``forward`` is, by definition,
+``for each chunk: y = retrieve(chunk); state = update(chunk)``; a call may end
+mid-chunk, and the tokens of an incomplete chunk are kept in the state and
+written when the chunk completes, so split calls equal one long call.
+
+Two settings of the gates (``NeuralMemoryConfig.gates``):
+- ``"token"``: α_t, η_t per token; within a chunk the recurrences above run
+  token by token (with gradients at M₀), folded into closed-form coefficients.
+- ``"chunk"`` (default, the semantics of titans-pytorch): α, η per chunk (from
+  the chunk's mean gate logits) and the chunk is one step of the recurrence,
+  S_n = η_n S_{n−1} − Σ_{t∈n} θ_t ∇ℓ(M_{n−1}; k_t, v_t), M_n = (1 − α_n) M_{n−1} + S_n.
+θ_t is per token in both: it weighs how much each token is stored.
+
+Outer-loop training: every step above is differentiable torch code, so the
+gradient of a loss on ``y`` flows through the inner updates into the
+projections, the gate maps, the convolutions and the initial memory weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.errors import ConfigError, StateError, ValidationError
+from lifelong.neural.state import MemoryState
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class NeuralMemoryConfig:
+    dim: int = 256  # model width of the input/output stream
+    heads: int = 4  # independent memories, one MLP each
+    head_dim: int = 64  # key/value/query width per head
+    depth: int = 2  # layers of the memory MLP; 1 = a linear matrix memory
+    expansion: float = 4.0  # hidden width of the memory MLP = expansion · head_dim
+    chunk_size: int = 64  # b: tokens per write; 1 = exact token recurrence
+    conv_kernel: int = 4  # causal depthwise conv after q/k/v projections; 1 = none
+    gates: str = "chunk"  # "chunk" or "token": granularity of α and η (θ is per token)
+    momentum: bool = True  # False: S_t = −θ_t ∇ℓ (plain gradient step, η ≡ 0)
+    max_lr: float = 0.1  # θ_t ∈ (0, max_lr)
+    init_lr_logit: float = 0.0  # initial θ = max_lr · sigmoid(·)
+    init_forget_logit: float = -4.6  # initial α ≈ 0.01
+    init_momentum_logit: float = 2.2  # initial η ≈ 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "heads", "head_dim", "depth", "chunk_size", "conv_kernel"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(
+                    f"NeuralMemoryConfig.{name} must be ≥ 1, got {getattr(self, name)}",
+                    hint=f"set {name} to a positive integer",
+                )
+        if self.gates not in ("chunk", "token"):
+            raise ConfigError(
+                f"NeuralMemoryConfig.gates must be 'chunk' or 'token', got {self.gates!r}",
+                hint="use gates='chunk' (α, η per chunk) or gates='token' (per token)",
+            )
+        if self.expansion <= 0 or self.max_lr <= 0:
+            raise ConfigError(
+                "NeuralMemoryConfig.expansion and max_lr must be positive",
+                hint="e.g. expansion=4.0, max_lr=0.1",
+            )
+
+    @property
+    def hidden_dim(self) -> int:
+        return max(1, int(round(self.expansion * self.head_dim)))
+
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of each memory layer: d → h → … → h → d (depth 1: d → d)."""
+        if self.depth == 1:
+            return [(self.head_dim, self.head_dim)]
+        dims = [self.head_dim] + [self.hidden_dim] * (self.depth - 1) + [self.head_dim]
+        return list(zip(dims[:-1], dims[1:]))
+
+    def fingerprint(self) -> str:
+        """Short hash of the fields that decide a state's layout and meaning."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
+# The memory MLP and its associative loss, written out by hand
+# ---------------------------------------------------------------------------
+#
+# Weights of one batch of memories are a list of tensors W_l ∈ [N, in_l, out_l]
+# (N = batch · heads). Row-vector convention: h_l = σ(h_{l−1} W_l) for hidden
+# layers, M(x) = h_{L−1} W_L. σ = SiLU, as in the paper's projections.
+
+
+def memory_mlp(weights: list[Tensor], x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Retrieval y = M(x) for x ∈ [N, n, d].
+
+    Also returns what the hand-written backward pass needs: each layer's input
+    and, per hidden layer, (pre-activation z, sigmoid(z)).
+    """
+    inputs, hidden = [], []
+    h = x
+    for layer, w in enumerate(weights):
+        inputs.append(h)
+        z = torch.bmm(h, w)
+        if layer < len(weights) - 1:
+            s = torch.sigmoid(z)
+            hidden.append((z, s))
+            h = z * s  # SiLU
+        else:
+            h = z
+    return h, inputs, hidden
+
+
+def associative_backward(
+    weights: list[Tensor], inputs: list[Tensor], hidden: list, error: Tensor
+) -> list[tuple[Tensor, Tensor]]:
+    """Per-token gradient of the associative loss ℓ(M; k, v) = ‖M(k) − v‖², factored.
+
+    ∂ℓ/∂M(k) = 2 (M(k) − v); backpropagated through the MLP by hand, the
+    gradient of layer l for token i is the outer product x_{l,i}ᵀ δ_{l,i}. We
+    return the factors (x_l, δ_l) ∈ ([N, b, in], [N, b, out]) for all b tokens at
+    once: a weighted sum Σ_i c_i ∇ℓ_i is then one matmul, x_lᵀ (c ⊙ δ_l).
+    """
+    delta = 2 * error
+    factors: list[tuple[Tensor, Tensor]] = [None] * len(weights)  # type: ignore[list-item]
+    for layer in range(len(weights) - 1, -1, -1):
+        factors[layer] = (inputs[layer], delta)
+        if layer > 0:
+            z, s = hidden[layer - 1]
+            # SiLU'(z) = σ(z) · (1 + z − SiLU(z))
+            silu_grad = torch.addcmul(s, s, z - inputs[layer])
+            delta = torch.bmm(delta, weights[layer].transpose(1, 2)) * silu_grad
+    return factors
+
+
+# ---------------------------------------------------------------------------
+# The scan: momentum and forgetting folded into per-chunk coefficients
+# ---------------------------------------------------------------------------
+#
+# For one chunk with chunk-start weights M₀, momentum S₀ and token gradients
+# u_i = ∇ℓ(M₀; k_i, v_i), the recurrences (surprise with momentum, forgetting)
+# give in closed form
+#
+#     M_end = a · M₀ + κ · S₀ − Σ_i c_i u_i
+#     S_end = h · S₀      − Σ_i e_i u_i
+#
+# token gates:  a = Π_j (1−α_j),  h = Π_j η_j,  κ = Σ_t A_t H_t,
+#               c_i = θ_i Σ_{t≥i} A_t Π_{i<j≤t} η_j,   e_i = θ_i Π_{j>i} η_j,
+#               with A_t = Π_{j>t} (1−α_j) and H_t = Π_{j≤t} η_j;
+# chunk gates:  a = 1−α, κ = h = η, c_i = e_i = θ_i.
+#
+# Products are taken as exp of sums of log-gates over a lower-triangular mask
+# (the "segment sum"), which never divides by a tiny product.
+
+
+def _segsum(log_g: Tensor) -> Tensor:
+    """out[..., t, i] = Σ_{i<j≤t} log_g[..., j] for t ≥ i, −inf above the diagonal."""
+    b = log_g.shape[-1]
+    x = log_g.unsqueeze(-1).expand(*log_g.shape, b)  # x[..., j, i] = log_g[j]
+    strict = torch.tril(torch.ones(b, b, dtype=torch.bool, device=log_g.device), -1)
+    x = x.masked_fill(~strict, 0.0)
+    out = torch.cumsum(x, dim=-2)
+    return out.masked_fill(~torch.tril(torch.ones_like(strict)), float("-inf"))
+
+
+@dataclass
+class ChunkCoefficients:
+    a: Tensor  # [N, n]     decay of M₀
+    kappa: Tensor  # [N, n] weight of S₀ in M_end
+    h: Tensor  # [N, n]     decay of S₀
+    c: Tensor  # [N, n, b]  weights of u_i in M_end
+    e: Tensor | None  # [N, n, b] weights of u_i in S_end (None: same as c)
+
+
+def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> ChunkCoefficients:
+    """Coefficients for ``n`` complete chunks from gate logits [N, n, b, 3] (θ, α, η)."""
+    theta = config.max_lr * torch.sigmoid(gate_logits[..., 0])  # θ_t ∈ (0, max_lr)
+    if config.gates == "chunk":
+        mean = gate_logits[..., 1:].mean(dim=-2)  # one α, η per chunk
+        keep = torch.sigmoid(-mean[..., 0])  # 1 − α
+        eta = torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
+        return ChunkCoefficients(a=keep, kappa=eta, h=eta, c=theta, e=None)
+
+    log_keep = F.logsigmoid(-gate_logits[..., 1])  # log(1 − α_t)
+    b = log_keep.shape[-1]
+    # A_t = Π_{j>t} (1 − α_j): reversed inclusive cumsum minus own term
+    log_A = torch.flip(torch.cumsum(torch.flip(log_keep, [-1]), -1), [-1]) - log_keep
+    a = torch.exp(log_keep.sum(-1))
+    if not config.momentum:  # η ≡ 0: S_t = −θ_t u_t, so M_end = a M₀ − Σ θ_i A_i u_i
+        zero = torch.zeros_like(a)
+        e = torch.zeros_like(theta)
+        e[..., -1] = theta[..., -1]
+        return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=e)
+    log_eta = F.logsigmoid(gate_logits[..., 2])
+    L = torch.exp(_segsum(log_eta))  # L[t, i] = Π_{i<j≤t} η_j, zero above diagonal
+    A = torch.exp(log_A)
+    H = torch.exp(torch.cumsum(log_eta, -1))
+    c = theta * torch.einsum("...t,...ti->...i", A, L)
+    e = theta * L[..., b - 1, :]
+    return ChunkCoefficients(a=a, kappa=(A * H).sum(-1), h=H[..., -1], c=c, e=e)
+
+
+def _apply_chunk(
+    W: list[Tensor], S: list[Tensor], factors: list[tuple[Tensor, Tensor]],
+    coef: ChunkCoefficients, n: int, use_momentum: bool,
+) -> tuple[list[Tensor], list[Tensor]]:
+    # ``coef`` fields here are per-chunk sequences (unbound along the chunk axis)
+    """One chunk of forgetting + surprise with momentum, per layer:
+
+        M_end = a · M₀ + κ · S₀ − x_lᵀ (c ⊙ δ_l)
+        S_end = h · S₀      − x_lᵀ (e ⊙ δ_l)
+
+    written with fused multiply-adds (baddbmm/addcmul) so each weight-sized
+    tensor is touched as few times as possible.
+    """
+    a, kappa, h = (t[n][:, None, None] for t in (coef.a, coef.kappa, coef.h))
+    c = coef.c[n][:, :, None]
+    e = c if coef.e is None else coef.e[n][:, :, None]
+    newW, newS = [], []
+    for w, s, (x, delta) in zip(W, S, factors):
+        xt = x.transpose(1, 2)
+        if not use_momentum:  # S_t = −θ_t ∇ℓ: M_end = a M₀ − Σ c_i u_i
+            newW.append(torch.baddbmm(a * w, xt, c * delta, alpha=-1))
+            newS.append(s)
+        elif coef.e is None:  # chunk gates: S_end = η S₀ − Σ θ_i u_i, M_end = (1−α) M₀ + S_end
+            s_end = torch.baddbmm(h * s, xt, c * delta, alpha=-1)
+            newS.append(s_end)
+            newW.append(torch.addcmul(s_end, a, w))
+        else:  # token gates
+            newW.append(torch.baddbmm(torch.addcmul(a * w, kappa, s), xt, c * delta, alpha=-1))
+            newS.append(torch.baddbmm(h * s, xt, e * delta, alpha=-1))
+    return newW, newS
+
+
+# ---------------------------------------------------------------------------
+# The module
+# ---------------------------------------------------------------------------
+
+
+class NeuralMemory(nn.Module):
+    """Multi-head Titans long-term memory: ``forward(x, state) -> (y, state)``.
+
+    x, y ∈ [B, T, dim]. ``retrieve`` and ``update`` are the two halves (the MAC
+    variant calls them separately); ``forward`` interleaves them per chunk.
+    """
+
+    def __init__(self, config: NeuralMemoryConfig | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or NeuralMemoryConfig()
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        inner = cfg.heads * cfg.head_dim
+        # projections: queries, keys, values in one matmul (then split)
+        self.to_qkv = nn.Linear(cfg.dim, 3 * inner, bias=False)
+        # short causal depthwise convolution over time after each projection
+        self.conv = nn.Parameter(torch.zeros(3 * inner, cfg.conv_kernel))
+        # data-dependent gates θ, α, η: one logit per head per token
+        self.to_gates = nn.Linear(cfg.dim, 3 * cfg.heads)
+        # initial memory weights M₀, per head, per layer (learned in the outer loop)
+        self.init_weights = nn.ParameterList(
+            nn.Parameter(torch.empty(cfg.heads, i, o)) for i, o in cfg.layer_shapes()
+        )
+        # output: per-head RMS norm, a sigmoid gate from x, a linear projection
+        self.out_norm = nn.Parameter(torch.ones(cfg.heads, cfg.head_dim))
+        self.to_gate = nn.Linear(cfg.dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, cfg.dim, bias=False)
+        self._init(gen)
+
+    @torch.no_grad()
+    def _init(self, gen: torch.Generator | None) -> None:
+        cfg = self.config
+
+        def normal_(t: Tensor, std: float) -> None:
+            t.copy_(torch.randn(t.shape, generator=gen) * std)
+
+        normal_(self.to_qkv.weight, cfg.dim**-0.5)
+        normal_(self.to_gate.weight, cfg.dim**-0.5)
+        normal_(self.to_out.weight, (cfg.heads * cfg.head_dim) ** -0.5)
+        normal_(self.to_gates.weight, 0.02 * cfg.dim**-0.5)
+        self.to_gates.bias.view(3, cfg.heads).copy_(
+            torch.tensor([cfg.init_lr_logit, cfg.init_forget_logit, cfg.init_momentum_logit])[:, None]
+        )
+        # convolution starts near identity: the current token, plus a little history
+        normal_(self.conv, 0.1 / math.sqrt(cfg.conv_kernel))
+        self.conv[:, -1] += 1.0
+        for w in self.init_weights:
+            normal_(w, w.shape[1] ** -0.5)
+
+    # --- state ----------------------------------------------------------------
+
+    def init_state(self, batch_size: int) -> MemoryState:
+        """A fresh state: weights M₀ (the learned initial memory), zero momentum."""
+        cfg, p = self.config, self.init_weights[0]
+        B, H, d = batch_size, cfg.heads, cfg.head_dim
+        weights = tuple(w.unsqueeze(0).expand(B, *w.shape) for w in self.init_weights)
+        empty = p.new_zeros(B, H, 0, d)
+        return MemoryState(
+            weights=weights,
+            momentum=tuple(torch.zeros_like(w) for w in weights),
+            position=torch.zeros(B, dtype=torch.long, device=p.device),
+            conv=p.new_zeros(B, cfg.conv_kernel - 1, 3 * H * d),
+            pending_k=empty,
+            pending_v=empty.clone(),
+            pending_gates=p.new_zeros(B, H, 0, 3),
+            fingerprint=cfg.fingerprint(),
+            config=asdict(cfg),
+        )
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != self.config.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValidationError(
+                f"NeuralMemory expects input [batch, tokens, {self.config.dim}], got {shape}",
+                hint="reshape the input to [B, T, dim]",
+            )
+        if not x.is_floating_point():
+            raise ValidationError(f"NeuralMemory expects a float tensor, got {x.dtype}",
+                                  hint="cast the input, e.g. x.float()")
+        if not bool(torch.isfinite(x).all()):
+            raise ValidationError(
+                "NeuralMemory input contains NaN or inf",
+                hint="find where the non-finite values come from upstream; the memory would store them",
+            )
+
+    def _check_state(self, state: MemoryState | None, x: Tensor) -> MemoryState:
+        cfg = self.config
+        if state is None:
+            return self.init_state(x.shape[0])
+        if not isinstance(state, MemoryState):
+            raise StateError(f"expected a MemoryState, got {type(state).__name__}",
+                             hint="pass the state returned by a previous call, or None")
+        if state.fingerprint != cfg.fingerprint():
+            raise StateError(
+                "this state belongs to a memory with a different configuration "
+                f"({state.config or state.fingerprint})",
+                hint="use the NeuralMemory that produced the state, or start with state=None",
+            )
+        if state.batch_size != x.shape[0]:
+            raise StateError(
+                f"state has batch {state.batch_size} but the input has batch {x.shape[0]}",
+                hint="MemoryState.stack / .index the states to match the input batch",
+            )
+        for w, (i, o) in zip(state.weights, cfg.layer_shapes()):
+            if tuple(w.shape[1:]) != (cfg.heads, i, o):
+                raise StateError(f"state weights have shape {tuple(w.shape)}",
+                                 hint="the state does not fit this memory; start with state=None")
+        if state.pending != int(state.position[0]) % cfg.chunk_size or not bool(
+            (state.position == state.position[0]).all()
+        ):
+            raise StateError(
+                "state positions disagree within the batch or with its pending chunk",
+                hint="batch together only states at the same position modulo chunk_size",
+            )
+        return state.to(device=x.device, dtype=x.dtype) if state.conv.dtype != x.dtype or \
+            state.conv.device != x.device else state
+
+    # --- projections: q, k, v, gate logits --------------------------------------
+
+    def _project(self, x: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3]."""
+        cfg = self.config
+        B, T, _ = x.shape
+        H, d, K = cfg.heads, cfg.head_dim, cfg.conv_kernel
+        raw = self.to_qkv(x)  # [B, T, 3·H·d]
+        # causal depthwise convolution, continued from the last K−1 inputs of the state
+        padded = torch.cat([conv_cache, raw], dim=1)
+        new_cache = padded[:, padded.shape[1] - (K - 1):].clone()  # don't pin `padded`
+        # (K shifted multiply-adds: far cheaper to backpropagate on CPU than conv1d)
+        mixed = raw * self.conv[:, K - 1]
+        for j in range(K - 1):
+            mixed = torch.addcmul(mixed, padded[:, j : j + T], self.conv[:, j])
+        q, k, v = F.silu(mixed).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        gates = self.to_gates(x).view(B, T, 3, H).permute(0, 3, 1, 2)
+        return q, k, v, gates, new_cache
+
+    def _output(self, x: Tensor, y: Tensor) -> Tensor:
+        """Normalize each head's retrieval, gate it by x, project back to dim."""
+        B, H, T, d = y.shape
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6) * self.out_norm[:, None, :]
+        y = y.permute(0, 2, 1, 3).reshape(B, T, H * d)
+        return self.to_out(y * torch.sigmoid(self.to_gate(x)))
+
+    # --- the inner loop ------------------------------------------------------------
+
+    def _run(
+        self, q: Tensor | None, k: Tensor, v: Tensor, gates: Tensor, state: MemoryState,
+        new_conv: Tensor,
+    ) -> tuple[Tensor | None, MemoryState]:
+        """Write whole chunks of (pending ⧺ new) tokens; read q chunk-causally if given."""
+        cfg = self.config
+        B, H, T, d = k.shape
+        N, b, P = B * H, cfg.chunk_size, state.pending
+        if P:
+            k = torch.cat([state.pending_k, k], dim=2)
+            v = torch.cat([state.pending_v, v], dim=2)
+            gates = torch.cat([state.pending_gates, gates], dim=2)
+        keys, vals, logits = k.reshape(N, P + T, d), v.reshape(N, P + T, d), gates.reshape(N, P + T, 3)
+        n_full = (P + T) // b
+        coef = chunk_coefficients(logits[:, : n_full * b].reshape(N, n_full, b, 3), cfg)
+        use_momentum = cfg.momentum
+
+        W = [w.reshape(N, *w.shape[2:]) for w in state.weights]
+        S = [s.reshape(N, *s.shape[2:]) for s in state.momentum]
+        # cut the (pending ⧺ new) stream at chunk boundaries; ``split`` (not slicing)
+        # keeps autograd from allocating a full-length gradient for every chunk
+        bounds = [(n * b, min((n + 1) * b, P + T)) for n in range(n_full + 1)]
+        sizes = [hi - lo for lo, hi in bounds]
+        key_chunks, val_chunks = keys.split(sizes, dim=1), vals.split(sizes, dim=1)
+        if q is not None:  # queries exist for new tokens only
+            q_sizes = [max(hi - P, 0) - max(lo - P, 0) for lo, hi in bounds]
+            q_chunks = q.reshape(N, T, d).split(q_sizes, dim=1)
+        coef_chunks = ChunkCoefficients(*(
+            t.unbind(1) if t is not None else None
+            for t in (coef.a, coef.kappa, coef.h, coef.c, coef.e)
+        ))
+        outs: list[Tensor] = []
+        for n in range(n_full + 1):
+            if q is not None and q_sizes[n] > 0:  # retrieval: the chunk-start weights
+                outs.append(memory_mlp(W, q_chunks[n])[0])
+            if n < n_full:
+                out, inputs, hidden = memory_mlp(W, key_chunks[n])
+                # associative loss gradient at the chunk-start weights, all b tokens at once
+                factors = associative_backward(W, inputs, hidden, out - val_chunks[n])
+                W, S = _apply_chunk(W, S, factors, coef_chunks, n, use_momentum)
+
+        rest = slice(n_full * b, P + T)
+        new_state = MemoryState(
+            weights=tuple(w.reshape(B, H, *w.shape[1:]) for w in W),
+            momentum=tuple(s.reshape(B, H, *s.shape[1:]) for s in S),
+            position=state.position + T,
+            conv=new_conv,
+            pending_k=keys[:, rest].reshape(B, H, -1, d).clone(),  # clone: don't pin the inputs
+            pending_v=vals[:, rest].reshape(B, H, -1, d).clone(),
+            pending_gates=logits[:, rest].reshape(B, H, -1, 3).clone(),
+            fingerprint=state.fingerprint,
+            config=state.config,
+        )
+        y = torch.cat(outs, dim=1).reshape(B, H, T, d) if q is not None else None
+        return y, new_state
+
+    # --- public API -------------------------------------------------------------------
+
+    def forward(self, x: Tensor, state: MemoryState | None = None) -> tuple[Tensor, MemoryState]:
+        """Chunk-causal read then write: position t reads the weights written by all
+        complete chunks before its own chunk. Returns y ∈ [B, T, dim] and the new state."""
+        self._check_input(x)
+        state = self._check_state(state, x)
+        q, k, v, gates, conv = self._project(x, state.conv)
+        y, state = self._run(q, k, v, gates, state, conv)
+        return self._output(x, y), state
+
+    def retrieve(self, x: Tensor, state: MemoryState | None = None) -> Tensor:
+        """Read only: every position of x reads the state's current weights (no update,
+        no chunk-causality inside x). The convolution uses the state's context."""
+        self._check_input(x)
+        state = self._check_state(state, x)
+        q, _, _, _, _ = self._project(x, state.conv)
+        return self._output(x, self.read_associations(q, state))
+
+    def update(self, x: Tensor, state: MemoryState | None = None) -> MemoryState:
+        """Write only: store x's key→value associations chunk by chunk (an incomplete
+        final chunk waits in the state until a later call completes it)."""
+        self._check_input(x)
+        state = self._check_state(state, x)
+        _, k, v, gates, conv = self._project(x, state.conv)
+        return self._run(None, k, v, gates, state, conv)[1]
+
+    # --- below the projections: the associative memory itself -------------------------
+
+    def write_associations(
+        self, k: Tensor, v: Tensor, gate_logits: Tensor, state: MemoryState
+    ) -> MemoryState:
+        """Store key→value pairs directly: k, v ∈ [B, H, T, head_dim], gate logits
+        [B, H, T, 3] (θ, α, η before their squashing). Same chunking as ``update``;
+        the convolution context is left as it is. For probes and tests."""
+        return self._run(None, k, v, gate_logits, state, state.conv)[1]
+
+    def read_associations(self, q: Tensor, state: MemoryState) -> Tensor:
+        """M(q) with the state's weights, per head: q ∈ [B, H, T, head_dim] → same shape."""
+        B, H, T, d = q.shape
+        W = [w.reshape(B * H, *w.shape[2:]) for w in state.weights]
+        return memory_mlp(W, q.reshape(B * H, T, d))[0].reshape(B, H, T, d)

@@ -1,0 +1,297 @@
+"""NeuralMemory against the float64 references in ``lifelong.neural.naive``.
+
+Inputs are fresh random draws each run (no fixed seed): the equalities hold for
+any input, so a failure prints the seed that produced it.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lifelong.errors import ConfigError, StateError, ValidationError
+from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig
+from lifelong.neural.naive import naive_forward
+
+DIM = 8
+
+
+def tiny(**overrides) -> NeuralMemoryConfig:
+    base = dict(dim=DIM, heads=2, head_dim=4, depth=2, expansion=2, chunk_size=3,
+                conv_kernel=3, max_lr=0.3)
+    base.update(overrides)
+    return NeuralMemoryConfig(**base)
+
+
+@pytest.fixture
+def seed() -> int:
+    s = random.randrange(2**31)
+    torch.manual_seed(s)
+    print(f"seed={s}")
+    return s
+
+
+def make(cfg: NeuralMemoryConfig, seed: int) -> NeuralMemory:
+    m = NeuralMemory(cfg, seed=seed).double()
+    with torch.no_grad():  # spread the gates so every term of the recurrence matters
+        m.to_gates.weight.normal_(0, 0.5)
+        m.to_gates.bias.normal_(0, 1.0)
+    return m
+
+
+def rand_x(B: int, T: int) -> torch.Tensor:
+    return torch.randn(B, T, DIM, dtype=torch.float64)
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-10, atol: float = 1e-11) -> None:
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def assert_states_equal(s1: MemoryState, s2: MemoryState) -> None:
+    for a, b in zip(s1.weights + s1.momentum, s2.weights + s2.momentum):
+        assert_close(a, b)
+    assert torch.equal(s1.position, s2.position)
+    assert_close(s1.conv, s2.conv)
+    assert_close(s1.pending_k, s2.pending_k)
+    assert_close(s1.pending_gates, s2.pending_gates)
+
+
+ALL_GATES = [("chunk", True), ("chunk", False), ("token", True), ("token", False)]
+
+
+# --- the equations -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gates,momentum", ALL_GATES)
+def test_token_recurrence_b1_equals_naive_loop(seed, gates, momentum):
+    m = make(tiny(chunk_size=1, gates=gates, momentum=momentum), seed)
+    x = rand_x(2, 9)
+    y, state = m(x)
+    y_ref, W_ref, S_ref = naive_forward(m, x)
+    assert_close(y, y_ref)
+    for w, w_ref in zip(state.weights, W_ref):
+        assert_close(w, w_ref)
+    for s, s_ref in zip(state.momentum, S_ref):
+        assert_close(s, s_ref)
+
+
+@pytest.mark.parametrize("gates,momentum", ALL_GATES)
+@pytest.mark.parametrize("depth", [1, 3])
+def test_chunked_equals_naive_per_chunk(seed, gates, momentum, depth):
+    # T = 11 with b = 3: three written chunks and a partial one that is read only
+    m = make(tiny(chunk_size=3, gates=gates, momentum=momentum, depth=depth), seed)
+    x = rand_x(2, 11)
+    y, state = m(x)
+    y_ref, W_ref, _ = naive_forward(m, x)
+    assert_close(y, y_ref)
+    for w, w_ref in zip(state.weights, W_ref):
+        assert_close(w, w_ref)
+    assert state.pending == 2 and int(state.position[0]) == 11
+
+
+def test_memory_actually_changes_the_output(seed):
+    # guard against a vacuous match: with writes, late tokens must differ from a
+    # memory that never learns (max_lr → 0)
+    m = make(tiny(chunk_size=2), seed)
+    x = rand_x(1, 10)
+    y, _ = m(x)
+    with torch.no_grad():
+        m.to_gates.bias.view(3, -1)[0] = -60.0  # θ ≈ 0
+        m.to_gates.weight.zero_()
+    y_frozen, _ = m(x)
+    assert_close(y[:, :2], y_frozen[:, :2])  # the first chunk reads the initial weights
+    assert (y[:, 2:] - y_frozen[:, 2:]).abs().max() > 1e-3
+
+
+# --- state: continuation, save/load, batching ------------------------------------
+
+
+@pytest.mark.parametrize("gates", ["chunk", "token"])
+def test_split_passes_equal_one_pass(seed, gates):
+    m = make(tiny(chunk_size=3, gates=gates), seed)
+    x = rand_x(2, 17)
+    y_full, s_full = m(x)
+    cuts = sorted(random.sample(range(1, 17), 4))  # mid-chunk cuts included
+    ys, state = [], None
+    for lo, hi in zip([0] + cuts, cuts + [17]):
+        y, state = m(x[:, lo:hi], state)
+        ys.append(y)
+    assert_close(torch.cat(ys, dim=1), y_full)
+    assert_states_equal(state, s_full)
+
+
+def test_forward_equals_retrieve_then_update_per_chunk(seed):
+    m = make(tiny(chunk_size=4), seed)
+    x = rand_x(2, 12)
+    y_full, s_full = m(x)
+    state, ys = m.init_state(2), []
+    for lo in range(0, 12, 4):
+        chunk = x[:, lo:lo + 4]
+        ys.append(m.retrieve(chunk, state))
+        state = m.update(chunk, state)
+    assert_close(torch.cat(ys, dim=1), y_full)
+    assert_states_equal(state, s_full)
+
+
+def test_save_load_continue_is_exact(seed, tmp_path):
+    m = make(tiny(chunk_size=3), seed)
+    x = rand_x(2, 14)
+    y_full, s_full = m(x)
+    _, s_half = m(x[:, :7])  # ends mid-chunk: pending tokens must survive the file
+    path = tmp_path / "session.safetensors"
+    s_half.save(path)
+    loaded = MemoryState.load(path, expect_fingerprint=m.config.fingerprint())
+    assert_states_equal(loaded, s_half)
+    y_rest, s_end = m(x[:, 7:], loaded)
+    y_mem, _ = m(x[:, 7:], s_half)
+    assert torch.equal(y_rest, y_mem)  # the file round trip is bit-exact
+    assert_close(y_rest, y_full[:, 7:])  # and continuing equals one long pass
+    assert_states_equal(s_end, s_full)
+
+
+def test_stack_and_index_batch_states(seed):
+    m = make(tiny(chunk_size=2), seed)
+    xa, xb = rand_x(1, 6), rand_x(1, 6)
+    _, sa = m(xa)
+    _, sb = m(xb)
+    both = MemoryState.stack([sa, sb])
+    nxt = rand_x(2, 5)
+    y_both, s_both = m(nxt, both)
+    ya, sa2 = m(nxt[:1], sa)
+    yb, sb2 = m(nxt[1:], sb)
+    assert_close(y_both, torch.cat([ya, yb]))
+    assert_states_equal(s_both.index(0), sa2)
+    assert_states_equal(s_both.index(1), sb2)
+
+
+def test_detach_cuts_the_graph_and_keeps_values(seed):
+    m = make(tiny(), seed)
+    _, state = m(rand_x(1, 7))
+    assert state.weights[0].requires_grad
+    d = state.detach()
+    assert not any(t.requires_grad for t in d.weights + d.momentum)
+    assert_states_equal(d, state)
+
+
+# --- outer-loop gradients ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("gates", ["chunk", "token"])
+def test_outer_gradients_match_finite_differences(seed, gates):
+    m = make(tiny(dim=4, heads=1, head_dim=3, chunk_size=2, gates=gates, conv_kernel=2), seed)
+    x = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
+    names = ["to_qkv.weight", "to_gates.weight", "to_gates.bias", "init_weights.0",
+             "init_weights.1", "conv"]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in m.named_parameters()
+              if n in names}
+
+    def f(x, *ps):
+        out, state = torch.func.functional_call(m, dict(zip(names, ps)), (x,))
+        return out.sum() + sum(w.pow(2).sum() for w in state.weights)
+
+    assert torch.autograd.gradcheck(f, (x, *[params[n] for n in names]), eps=1e-6, atol=1e-5)
+
+
+def test_outer_gradients_match_naive_autograd(seed):
+    m = make(tiny(chunk_size=3, gates="token"), seed)
+    x = rand_x(2, 8)
+    loss = m(x)[0].pow(2).sum()
+    fast = torch.autograd.grad(loss, list(m.parameters()))
+    loss_ref = naive_forward(m, x)[0].pow(2).sum()
+    ref = torch.autograd.grad(loss_ref, list(m.parameters()))
+    for g, g_ref in zip(fast, ref):
+        assert_close(g, g_ref, rtol=1e-9, atol=1e-10)
+
+
+# --- the memory memorizes, and forgets ---------------------------------------------
+
+
+@pytest.mark.parametrize("depth,chunk", [(1, 1), (2, 8)])
+def test_memory_memorizes_random_pairs_and_alpha_one_erases(seed, depth, chunk):
+    cfg = NeuralMemoryConfig(dim=DIM, heads=1, head_dim=32, depth=depth, expansion=2,
+                             chunk_size=chunk, momentum=False, max_lr=0.25)
+    m = NeuralMemory(cfg, seed=seed).double()
+    n_pairs = 16
+    k = F.normalize(torch.randn(1, 1, n_pairs, 32, dtype=torch.float64), dim=-1)
+    v = F.normalize(torch.randn(1, 1, n_pairs, 32, dtype=torch.float64), dim=-1)
+    gates = torch.zeros(1, 1, n_pairs, 3, dtype=torch.float64)
+    gates[..., 0], gates[..., 1] = 40.0, -40.0  # θ = max_lr, α ≈ 0
+
+    def error(state: MemoryState) -> float:
+        with torch.no_grad():
+            return float((m.read_associations(k, state) - v).norm(dim=-1).mean())
+
+    state = m.init_state(1)
+    before = error(state)
+    for _ in range(30):
+        state = m.write_associations(k, v, gates, state)
+    # stated bound: mean ‖M(k) − v‖ < 0.05 for unit values (≈ 1 before writing)
+    assert before > 0.5 and error(state) < 0.05
+
+    erase = gates.clone()
+    erase[..., 0], erase[..., 1] = -40.0, 40.0  # θ ≈ 0, α = 1
+    state = m.write_associations(k, v, erase, state)
+    assert max(float(w.abs().max()) for w in state.weights) < 1e-12
+    assert abs(error(state) - 1.0) < 1e-9  # M(k) = 0: nothing left but ‖v‖
+
+
+# --- bad input is refused, loudly ----------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(seed):
+    m = make(tiny(), seed)
+    with pytest.raises(ValidationError):
+        m(torch.randn(2, 5, DIM + 1, dtype=torch.float64))
+    with pytest.raises(ValidationError):
+        m(torch.randn(5, DIM, dtype=torch.float64))
+    bad = rand_x(1, 4)
+    bad[0, 2, 1] = float("nan")
+    with pytest.raises(ValidationError, match="NaN"):
+        m(bad)
+    bad[0, 2, 1] = float("inf")
+    with pytest.raises(ValidationError):
+        m(bad)
+    _, state = m(rand_x(2, 4))
+    with pytest.raises(StateError, match="batch"):
+        m(rand_x(3, 4), state)
+    other = make(tiny(chunk_size=5), seed)
+    with pytest.raises(StateError, match="configuration"):
+        other(rand_x(2, 4), state)
+    with pytest.raises(ConfigError):
+        NeuralMemoryConfig(gates="sometimes")
+    with pytest.raises(StateError):  # different pending lengths cannot share a batch
+        MemoryState.stack([m(rand_x(1, 4))[1], m(rand_x(1, 5))[1]])
+
+
+def test_corrupt_truncated_and_foreign_state_files(seed, tmp_path):
+    m = make(tiny(), seed)
+    _, state = m(rand_x(1, 5))
+    path = tmp_path / "s.safetensors"
+    state.save(path)
+    data = path.read_bytes()
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StateError, match="corrupt or truncated") as err:
+        MemoryState.load(truncated)
+    assert err.value.hint
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(StateError):
+        MemoryState.load(garbage)
+
+    with pytest.raises(StateError, match="different configuration"):
+        MemoryState.load(path, expect_fingerprint=tiny(depth=3).fingerprint())
+
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(2)}, str(foreign))
+    with pytest.raises(StateError, match="not a lifelong memory state"):
+        MemoryState.load(foreign)
+
+    with pytest.raises(StateError, match="no memory state file"):
+        MemoryState.load(tmp_path / "missing.safetensors")
