@@ -33,9 +33,10 @@ def _register_areas() -> None:
     from lifelong.cli import bench_tasks as bench_tasks_cli
     from lifelong.cli import context_data as context_data_cli
     from lifelong.cli import llm as llm_cli
+    from lifelong.cli import memory as memory_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli):
         area.register(app, bench_app)
 
 
