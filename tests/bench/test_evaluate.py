@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
 from lifelong.bench import evaluate as ev
 from lifelong.bench.tasks import get_task
+from lifelong.errors import ConfigError
 
 
 class NeedleOracle(nn.Module):
@@ -124,6 +126,10 @@ def test_tasks_follow_the_checkpoint_meta():
     meta = {"task": {"name": "s_niah_1", "options": {"tokenizer": "byte"}}, "tokenizer": "byte"}
     tasks = ev.tasks_for_model(["s_niah_1", "babilong_qa1"], meta)
     assert all(t.tokenizer.spec == "byte" for t in tasks.values())
+    # An MQAR model cannot read a text suite: said up front, not as an index error.
+    meta = {"task": {"name": "mqar", "options": {}}, "model": {"vocab_size": 256}}
+    with pytest.raises(ConfigError, match="vocabulary"):
+        ev.tasks_for_model(["s_niah_1"], meta)
 
 
 def test_bench_sample_prints_an_example():
@@ -204,3 +210,24 @@ def test_text_outputs_are_the_models_own_greedy_continuation():
         if task.tokenizer.eos_id in new:
             new = new[: new.index(task.tokenizer.eos_id)]
         assert said == task.tokenizer.decode(new)
+
+
+def test_streaming_in_chunks_scores_like_one_pass():
+    from lifelong.neural.configs import ModelConfig
+    from lifelong.neural.lm import CausalLM
+
+    torch.manual_seed(0)
+    task = get_task("mqar", vocab_size=64, num_kv_pairs=4)
+    model = CausalLM(
+        ModelConfig(kind="transformer", vocab_size=64, dim=32, n_layers=1, n_heads=2)
+    ).eval()
+    whole = ev.evaluate(model, {"mqar": task}, [96], n=3, seed=0)
+    chunked = ev.evaluate(model, {"mqar": task}, [96], n=3, seed=0, chunk=32)
+    assert whole["results"]["mqar"]["96"]["scores"] == chunked["results"]["mqar"]["96"]["scores"]
+    text = get_task("s_niah_1")
+    model = CausalLM(
+        ModelConfig(kind="transformer", vocab_size=text.vocab_size, dim=32, n_layers=1, n_heads=2)
+    ).eval()
+    whole = ev.evaluate(model, {"t": text}, [256], n=2, seed=0)
+    chunked = ev.evaluate(model, {"t": text}, [256], n=2, seed=0, chunk=64)
+    assert whole["results"]["t"]["256"]["outputs"] == chunked["results"]["t"]["256"]["outputs"]

@@ -29,15 +29,49 @@ def _logits(out: Any):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _forward_chunked(model: Any, ids: Any, chunk: int | None) -> tuple[Any, Any]:
+    """Logits of the whole of ``ids`` and the state after it, reading ``chunk`` tokens a call.
+
+    Chunked reading is streaming inference: a memory model then holds only its state
+    and one chunk, whatever the length. Without ``chunk`` the sequence goes in whole.
+    """
+    import torch
+
+    if not chunk or ids.shape[1] <= chunk:
+        out = model(ids)
+        return _logits(out), (out[1] if isinstance(out, tuple) and len(out) > 1 else None)
+    state, parts = None, []
+    for start in range(0, ids.shape[1], chunk):
+        out = model(ids[:, start : start + chunk], state=state)
+        if not (isinstance(out, tuple) and len(out) > 1):
+            raise ConfigError(
+                "this model returns no state, so it cannot read a prompt in chunks",
+                hint="leave --chunk unset",
+            )
+        parts.append(out[0])
+        state = out[1]
+    return torch.cat(parts, dim=1), state
+
+
 def greedy_generate(
-    model: Any, input_ids: list[int], max_new_tokens: int, eos_id: int | None, device: str = "cpu"
+    model: Any,
+    input_ids: list[int],
+    max_new_tokens: int,
+    eos_id: int | None,
+    device: str = "cpu",
+    chunk: int | None = None,
 ) -> list[int]:
     """New token ids after ``input_ids`` (stopping at eos, which is not returned)."""
+    import inspect
+
     import torch
 
     ids = torch.tensor([input_ids], dtype=torch.long, device=device)
     if hasattr(model, "generate"):
-        out = model.generate(ids, max_new_tokens=max_new_tokens)
+        kwargs = {}
+        if chunk and "prefill_chunk" in inspect.signature(model.generate).parameters:
+            kwargs["prefill_chunk"] = chunk
+        out = model.generate(ids, max_new_tokens=max_new_tokens, **kwargs)
         out = out[0] if out.dim() == 2 else out
         # generate() may return the prompt with the continuation, or the continuation only.
         if out.numel() >= ids.shape[1] and torch.equal(out[: ids.shape[1]], ids[0]):
@@ -45,9 +79,7 @@ def greedy_generate(
         new = out.tolist()
     else:
         new = []
-        out = model(ids)
-        state = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-        logits = _logits(out)
+        logits, state = _forward_chunked(model, ids, chunk)
         for _ in range(max_new_tokens):
             nxt = int(logits[0, -1].argmax())
             new.append(nxt)
@@ -67,7 +99,7 @@ def greedy_generate(
 
 
 def score_example(
-    model: Any, task: Task, ex: EvalExample, device: str = "cpu"
+    model: Any, task: Task, ex: EvalExample, device: str = "cpu", chunk: int | None = None
 ) -> tuple[float, str]:
     """(score in [0, 1], what the model said) for one example."""
     import torch
@@ -75,12 +107,12 @@ def score_example(
     if ex.labels is not None:
         ids = torch.tensor([ex.input_ids], dtype=torch.long, device=device)
         labels = torch.tensor([ex.labels], dtype=torch.long, device=device)
-        pred = _logits(model(ids)).argmax(-1)
+        pred = _forward_chunked(model, ids, chunk)[0].argmax(-1)
         mask = labels != IGNORE_INDEX
         correct = (pred[mask] == labels[mask]).float()
         return float(correct.mean()) if correct.numel() else 0.0, ""
     tok = task.tokenizer
-    new = greedy_generate(model, ex.input_ids, ex.max_new_tokens, tok.eos_id, device)
+    new = greedy_generate(model, ex.input_ids, ex.max_new_tokens, tok.eos_id, device, chunk)
     text = tok.decode(new)
     return task.score(text, ex), text
 
@@ -93,8 +125,13 @@ def evaluate(
     seed: int,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
-    """Accuracy of ``model`` on every task at every length: ``results[task][length]``."""
+    """Accuracy of ``model`` on every task at every length: ``results[task][length]``.
+
+    ``chunk`` reads each prompt ``chunk`` tokens at a time, carrying the model's state
+    (streaming inference); None reads it whole.
+    """
     import torch
 
     was_training = getattr(model, "training", False)
@@ -116,7 +153,7 @@ def evaluate(
                         results[name][str(length)] = {"accuracy": None, "skipped": exc.message}
                         continue
                     for ex in examples:
-                        s, text = score_example(model, task, ex, device)
+                        s, text = score_example(model, task, ex, device, chunk)
                         scores.append(s)
                         outputs.append(text)
                     results[name][str(length)] = {
@@ -138,6 +175,7 @@ def evaluate(
         "lengths": lengths,
         "n": n,
         "seed": seed,
+        "chunk": chunk,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "results": results,
     }
@@ -243,5 +281,14 @@ def tasks_for_model(
             if name == trained_name:
                 opts.update(trained_opts)
         opts.update(options)
-        out[name] = get_task(name, **opts)
+        task = get_task(name, **opts)
+        model_vocab = (meta.get("model") or {}).get("vocab_size")
+        if model_vocab is not None and task.vocab_size > int(model_vocab):
+            raise ConfigError(
+                f"{name} needs a vocabulary of {task.vocab_size} tokens; "
+                f"the model has {model_vocab}",
+                hint="evaluate on the kind of task the model was trained on "
+                "(text suites need a text model, mqar an mqar model)",
+            )
+        out[name] = task
     return out

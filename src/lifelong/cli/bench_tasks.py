@@ -43,6 +43,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         out: Path = typer.Option(Path("bench-results"), "--out", help="folder for JSON + PNG"),
         device: str = typer.Option("cpu", help="torch device"),
         option: list[str] = typer.Option(None, "--option", help="task option key=value"),
+        chunk: int = typer.Option(
+            0, help="read prompts this many tokens at a time, carrying the state (0: whole)"
+        ),
     ) -> None:
         """Accuracy by length of a trained model on a benchmark suite: table, JSON and PNG."""
         from rich.console import Console
@@ -68,7 +71,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         net, meta = load_checkpoint(str(model), device=device)
         tasks = ev.tasks_for_model(names, meta, _parse_options(option))
         with console.status("evaluating") as status:
-            report = ev.evaluate(net, tasks, lens, n, seed, device, progress=status.update)
+            report = ev.evaluate(
+                net, tasks, lens, n, seed, device, progress=status.update, chunk=chunk or None
+            )
         report.update(model=str(model), suite=suite, title=f"{model.stem}: {suite}")
         header, rows = ev.table_rows(report)
         table = Table(title=f"accuracy by length — {model.name} on {suite} (n={n}, seed={seed})")
