@@ -177,9 +177,8 @@ class Docs:
         """Every document, by path."""
         self._maybe_sync()
         with self.store.session(self.namespace) as tx:
-            stamps = tx.doc_stamps()
-            rows = [tx.doc_get(p) for p in sorted(stamps)]
-        return [DocInfo(r.path, r.description, tuple(r.tags), r.size, r.error) for r in rows if r]
+            rows = tx.doc_list()
+        return [DocInfo(r.path, r.description, tuple(r.tags), r.size, r.error) for r in rows]
 
     def tree_text(self) -> str:
         """A compact index for a prompt: one line per document."""

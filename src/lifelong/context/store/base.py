@@ -134,6 +134,10 @@ class Tx(ABC):
     def doc_get(self, path: str) -> DocRow | None: ...
 
     @abstractmethod
+    def doc_list(self) -> list[DocRow]:
+        """Every indexed document by path, without bodies."""
+
+    @abstractmethod
     def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
         """path -> (mtime_ns, size, sha256) of every indexed document."""
 

@@ -165,7 +165,14 @@ class SqliteTx(Tx):
             " WHERE namespace = ? AND path = ?",
             path,
         ).fetchone()
-        return DocRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
+        return DocRow(r[0], r[1], _tags(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
+
+    def doc_list(self) -> list[DocRow]:
+        rows = self._q(
+            "SELECT path, description, tags, mtime_ns, size, sha256, error FROM docs"
+            " WHERE namespace = ? ORDER BY path"
+        ).fetchall()
+        return [DocRow(r[0], r[1], _tags(r[2]), "", r[3], r[4], r[5], r[6]) for r in rows]
 
     def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
         rows = self._q("SELECT path, mtime_ns, size, sha256 FROM docs WHERE namespace = ?")
