@@ -91,9 +91,9 @@ class _Ctx:
 
     def docs(self, namespace: str, workspace: Path | None, *, author: str = "", create: bool = False):
         from lifelong.context import Docs
-        from lifelong.paths import data_dir
+        from lifelong.context.docs import default_docs_root
 
-        root = workspace if workspace is not None else data_dir() / "docs"
+        root = workspace if workspace is not None else default_docs_root()
         return Docs(self.store, namespace, root, self.model.count_tokens, model=author, create=create)
 
     def __enter__(self) -> _Ctx:

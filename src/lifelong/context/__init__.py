@@ -5,7 +5,14 @@
 - :func:`open_store` — SQLite (default) or PostgreSQL storage for both.
 """
 
-from lifelong.context.docs import DocInfo, Docs, Page, compose_document, parse_document
+from lifelong.context.docs import (
+    DocInfo,
+    Docs,
+    Page,
+    compose_document,
+    default_docs_root,
+    parse_document,
+)
 from lifelong.context.notes import (
     AddResult,
     Note,
@@ -35,6 +42,7 @@ __all__ = [
     "budget_for",
     "compose_document",
     "default_budget",
+    "default_docs_root",
     "default_store_url",
     "open_store",
     "parse_document",

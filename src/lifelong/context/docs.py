@@ -25,12 +25,19 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from lifelong.atomic import atomic_write_text
-from lifelong.context.store.base import DocRow, SearchHit, Store, Tx, validate_namespace
+from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
 from lifelong.errors import NotFoundError, ValidationError
 
 TokenCounter = Callable[[str], int]
 _FRONT = "---\n"
 _TAG_RE = re.compile(r"^[\w.:/-]{1,40}$")
+
+
+def default_docs_root() -> Path:
+    """``LIFELONG_DOCS``, else ``<data dir>/docs``; each namespace is a folder in it."""
+    from lifelong.paths import data_dir
+
+    return Path(os.environ.get("LIFELONG_DOCS") or data_dir() / "docs")
 
 
 # -- front matter ----------------------------------------------------------------------------
