@@ -202,3 +202,20 @@ def test_label_scoring_matches_babilong():
     ex = EvalExample(input_ids=[], references=["Fred"], question="Who gave the milk to Bill?")
     assert task.score(" Fred.", ex) == 1.0
     assert task.score(" Bill.", ex) == 0.0
+
+
+def test_stories_alone_for_training():
+    import torch
+
+    task = get_task("babilong_qa2", distractor="none")
+    tok = task.tokenizer
+    inputs, labels = task.sample_batch(4, 256, torch.Generator().manual_seed(0))
+    for x, y in zip(inputs.tolist(), labels.tolist()):
+        scored = [t for t, v in enumerate(y) if v != -100]
+        prompt = tok.decode(x[: scored[0] + 1])
+        context, question = prompt.split("\nQuestion: ")
+        answer = tok.decode([y[t] for t in scored]).strip().rstrip(".")
+        facts = context.split(". ")
+        facts = [f if f.endswith(".") else f + "." for f in facts]
+        assert solve("qa2", facts, question.split("\n")[0]) == {answer}
+        assert all(v == tok.pad_id for v in x[scored[-1] + 1 :])

@@ -34,7 +34,9 @@ ANSWER_PREFIX = "\nAnswer:"
 @dataclass
 class BABILongConfig:
     qa: str = "qa1"
-    distractor: str = "book"  # "book" (Gutenberg) | "essay"
+    # "book" (Gutenberg) | "essay" | "none" (the story alone at any length, e.g. to
+    # train on stories first)
+    distractor: str = "book"
     tokenizer: str | None = None
 
 
@@ -54,7 +56,7 @@ def distractor_sentences(source: str) -> tuple[str, ...]:
     elif source == "essay":
         sentences = haystack.essay_sentences()
     else:
-        raise ConfigError(f"unknown distractor {source!r}", hint="use 'book' or 'essay'")
+        raise ConfigError(f"unknown distractor {source!r}", hint="use 'book', 'essay' or 'none'")
     banned = babi.vocabulary()
     word = re.compile(r"[a-z]+")
     return tuple(s for s in sentences if not banned.intersection(word.findall(s.lower())))
@@ -67,6 +69,8 @@ class BABILong(TextTask):
             raise ConfigError(f"unknown bAbI task {config.qa!r}", hint="use qa1 .. qa5")
         self.name = name
         self.config = config
+        if config.distractor != "none":
+            distractor_sentences(config.distractor)  # a bad name fails here, not mid-training
         self.labels = babi.TASK_LABELS[config.qa]
 
     def make(self, rng: random.Random, budget: int, depth: float | None = None) -> TextExample:
@@ -74,7 +78,8 @@ class BABILong(TextTask):
         answer = f" {story.answer}."
         tail = [QUESTION.format(question=story.question), ANSWER_PREFIX]
         # budget < 0 is length 0: the facts alone.
-        source = distractor_sentences(self.config.distractor) if budget >= 0 else ()
+        alone = budget < 0 or self.config.distractor == "none"
+        source = () if alone else distractor_sentences(self.config.distractor)
         if budget < 0:
             budget = 1 << 30
         pieces, positions = assemble(
