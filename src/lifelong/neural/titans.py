@@ -1,0 +1,139 @@
+"""Titans (Behrouz, Zhong, Mirrokni, arXiv 2501.00663, §4): three ways to join the
+neural long-term memory (``lifelong.neural.memory``) with attention, plus the
+memory alone. Each is a sequence mixer, ``layer(x, state) -> (y, state)``, placed
+in the shared LM shell (``lifelong.neural.lm``).
+
+- **LMM** (``MemoryLayer``): the memory is the whole sequence mixer.
+- **MAC**, memory as context (``MACLayer``): the sequence is cut into segments.
+  For segment S_t, the queries read the memory as it was before the segment
+  (h_t = M*_{t-1}(q_t)); attention runs over [persistent tokens | h_t | S_t];
+  its output y_t is written into the memory, and the final output is y_t gated
+  by the memory's read of y_t. Attention never crosses a segment: everything
+  older reaches the segment through the memory.
+- **MAG**, memory as gate (``MAGLayer``): sliding-window attention (with
+  persistent tokens every query sees) and the memory read the same input in
+  parallel; the outputs are normalized by learned vectors and combined by a gate.
+- **MAL**, memory as layer: a ``MemoryLayer`` followed by sliding-window
+  attention with persistent tokens, as two sublayers of a block (see ``lm.py``).
+
+Causality inside a segment: ``NeuralMemory.forward`` is chunk-causal (a position
+reads the weights written by earlier chunks only), so writing y_t and reading it
+back never lets a token see its successors. The paper writes o_t = y_t ⊗ M*_t(y_t)
+with M_t the memory after the whole segment; reading chunk-causally is the
+causal form of that for language modelling.
+
+Persistent tokens in MAG/MAL are keys/values every query attends to (attention
+sinks outside the window) rather than tokens literally prepended to the stream,
+so they stay visible however far a stream runs; the memory branch starts from
+its learned initial weights, which play the role of the prefix for the memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lifelong.neural.attention import Attention
+from lifelong.neural.configs import ModelConfig
+from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
+
+
+def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
+    """The neural memory of a model: one memory head per attention head."""
+    options: dict[str, Any] = {
+        "dim": config.dim,
+        "heads": config.n_heads,
+        "head_dim": config.dim // config.n_heads,
+        "depth": config.memory_depth,
+        "chunk_size": config.memory_chunk,
+    }
+    options.update(config.memory_options)
+    return NeuralMemoryConfig(**options)
+
+
+class Gate(nn.Module):
+    """o = W_o (norm_a(a) * sigmoid(norm_b(b))): learned per-channel scales, then a sigmoid gate."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm_a = nn.RMSNorm(dim)
+        self.norm_b = nn.RMSNorm(dim)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.out(self.norm_a(a) * torch.sigmoid(self.norm_b(b)))
+
+
+class MemoryLayer(nn.Module):
+    """LMM: the neural memory as a sequence mixer (also the first sublayer of MAL)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.memory = NeuralMemory(memory_config(config))
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        return self.memory(x, state)
+
+
+class MAGLayer(nn.Module):
+    """Memory as gate: sliding-window attention ‖ neural memory, combined by a gate."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.attn = Attention(c.dim, c.n_heads, c.window, c.n_persistent, c.rope_base)
+        self.memory = NeuralMemory(memory_config(c))
+        self.gate = Gate(c.dim)
+
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict]:
+        state = state or {}
+        y, attn_state = self.attn(x, state.get("attn"))
+        m, mem_state = self.memory(x, state.get("memory"))
+        return self.gate(y, m), {"attn": attn_state, "memory": mem_state}
+
+
+class MACLayer(nn.Module):
+    """Memory as context, segment by segment.
+
+    State: the memory as it was at the start of the current segment, and the
+    inputs of that segment seen so far. A call that ends mid-segment keeps the
+    partial segment and recomputes it from the segment-start memory when more
+    tokens arrive (each segment's outputs depend only on its own prefix), so
+    any split of a sequence into calls gives the outputs of one call, and the
+    carried state never grows beyond one segment.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.segment_len = c.segment_len
+        self.attn = Attention(c.dim, c.n_heads, None, c.n_persistent, c.rope_base)
+        self.memory = NeuralMemory(memory_config(c))
+        self.gate = Gate(c.dim)
+
+    def _segment(self, x: Tensor, mem: Any) -> tuple[Tensor, Any]:
+        h = self.memory.retrieve(x, mem)  # what the past says about these queries
+        y, _ = self.attn(x, aligned=h)  # [persistent | h | segment], causal
+        m, mem = self.memory(y, mem)  # write the attention output; read it back
+        return self.gate(y, m), mem
+
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict]:
+        state = state or {}
+        mem = state.get("memory")
+        buffered = state.get("partial")
+        n_old = 0 if buffered is None else buffered.shape[1]
+        xx = x if buffered is None else torch.cat([buffered, x], dim=1)
+        outs = []
+        partial = None
+        for s in range(0, xx.shape[1], self.segment_len):
+            seg = xx[:, s : s + self.segment_len]
+            o, new_mem = self._segment(seg, mem)
+            outs.append(o)
+            if seg.shape[1] == self.segment_len:
+                mem = new_mem
+            else:
+                partial = seg
+        y = torch.cat(outs, dim=1)[:, n_old:]
+        return y, {"memory": mem, "partial": partial}
