@@ -7,7 +7,7 @@
 #   KINDS="mac swa" SUITES=mqar sh configs/bench/run_comparison.sh
 #
 # Budget: each training is sized to stay within about 30 minutes on a 2-core CPU
-# (MQAR: 800 steps of 16 x 256 tokens; S-NIAH: 500 steps of 8 x 512 tokens).
+# (MQAR: 500 steps of 16 x 256 tokens; S-NIAH: 500 steps of 8 x 512 tokens).
 set -eu
 KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal"}
 SUITES=${SUITES:-"mqar niah"}

@@ -87,24 +87,18 @@ def bench_models_command(
                 device=device,
             )
         )
-    table = Table(title=f"models on {device} (inference: streaming in chunks of {chunk})")
-    table.add_column("model")
-    table.add_column("params", justify="right")
-    table.add_column("train tok/s", justify="right")
-    for n in lens:
-        table.add_column(f"infer tok/s @{_fmt_len(n)}", justify="right")
-    for n in lens:
-        table.add_column(f"state MB @{_fmt_len(n)}", justify="right")
+    table = Table(title=f"models on {device}: training, and streaming inference in chunks of {chunk}")
+    for name in ("model", "params", "train tok/s", "length", "infer tok/s", "state MB"):
+        table.add_column(name, justify="left" if name == "model" else "right")
     if device.startswith("cuda"):
-        for n in lens:
-            table.add_column(f"peak MB @{_fmt_len(n)}", justify="right")
+        table.add_column("peak MB", justify="right")
     for r in rows:
-        cells = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"]
-        cells += [f"{x['tokens_per_s']:,.0f}" for x in r["inference"]]
-        cells += [f"{x['state_mb']:.2f}" for x in r["inference"]]
-        if device.startswith("cuda"):
-            cells += [f"{x['peak_mb']:.0f}" for x in r["inference"]]
-        table.add_row(*cells)
+        for i, x in enumerate(r["inference"]):
+            head = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"] if i == 0 else ["", "", ""]
+            cells = head + [_fmt_len(x["length"]), f"{x['tokens_per_s']:,.0f}", f"{x['state_mb']:.2f}"]
+            if device.startswith("cuda"):
+                cells.append(f"{x['peak_mb']:.0f}")
+            table.add_row(*cells)
     console.print(table)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
