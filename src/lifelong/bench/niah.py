@@ -140,12 +140,12 @@ def assemble(
             f"({fixed + 1} tokens)",
             hint=f"use a length of at least {fixed + 1 + 64}",
         )
-    # Contiguous text from a random start (noise: from its beginning), then a short
-    # scan for sentences that still fit, so the prompt fills the budget closely.
+    # Contiguous text from a random start (noise: from its beginning). Once a sentence
+    # does not fit, later ones that still do are taken, so the prompt fills the budget
+    # closely; the scan stops after 512 misses or when fewer than 4 tokens are left.
     start = 0 if source == "noise" or not sentences else rng.randrange(len(sentences))
     chosen: list[str] = []
     used, i, misses = 0, start, 0
-    # The scan ends after 512 misses or when less room is left than any sentence needs.
     while sentences and misses < 512 and room - used >= 4:
         s = sentences[i % len(sentences)]
         i += 1
@@ -154,7 +154,7 @@ def assemble(
             chosen.append(s)
             used += c
         else:
-            misses += 1  # ends: every kept sentence uses up at least one token of room
+            misses += 1
     m = len(chosen)
     slots = [rng.randint(0, m) for _ in needles]
     if first_depth is not None and needles:

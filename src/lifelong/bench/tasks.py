@@ -176,27 +176,11 @@ class TextTask:
             )
         return out
 
-    def render(self, rng: random.Random, length: int) -> TextExample:
-        """One example as text (``lifelong bench sample``)."""
-        return self.make(rng, length - 1)
-
     def score(self, output: str, example: EvalExample) -> float:
         """RULER's string_match_all: the fraction of references found in the output."""
         text = output.lower()
         refs = example.references
         return sum(r.lower() in text for r in refs) / len(refs) if refs else 0.0
-
-
-def fill(task: TextTask, sentences: list[str], budget: int) -> list[str]:
-    """Take leading ``sentences`` (each already prefixed by its separator) within ``budget``."""
-    out, used = [], 0
-    for s in sentences:
-        c = task.count(s)
-        if used + c > budget:
-            break
-        out.append(s)
-        used += c
-    return out
 
 
 # --------------------------------------------------------------------------- registry
