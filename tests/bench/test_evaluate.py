@@ -112,7 +112,8 @@ def test_report_files_and_table(tmp_path):
     assert ev.format_length(0) == "0k" and ev.format_length(3000) == "3000"
     assert rows[-1] == ["mean", "1.000", "1.000"]
     json_path, png_path = ev.write_report(report, tmp_path, "r")
-    assert json.loads(json_path.read_text())["results"]["mqar"]["1024"]["n"] == 2
+    saved = json.loads(json_path.read_text())["results"]["mqar"]["1024"]
+    assert saved["n"] == 2 and saved["prompt_tokens_per_s"] > 0
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

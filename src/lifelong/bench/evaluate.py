@@ -156,12 +156,16 @@ def evaluate(
                         s, text = score_example(model, task, ex, device, chunk)
                         scores.append(s)
                         outputs.append(text)
+                    seconds = time.perf_counter() - t0
+                    prompt_tokens = sum(len(ex.input_ids) for ex in examples)
                     results[name][str(length)] = {
                         "accuracy": sum(scores) / len(scores) if scores else 0.0,
                         "n": len(scores),
                         "scores": scores,
                         "outputs": outputs[:5],
-                        "seconds": round(time.perf_counter() - t0, 3),
+                        "seconds": round(seconds, 3),
+                        # Prompt tokens read per second, generation included in the time.
+                        "prompt_tokens_per_s": round(prompt_tokens / max(seconds, 1e-9), 1),
                     }
                     if progress:
                         progress(
