@@ -103,6 +103,10 @@ def test_docs_commands(cli, tmp_path):
     # The command ends a page with a newline when the page has none; the text itself is exact.
     assert page.stdout[:offset] + rest.stdout.rstrip("\n") == full.rstrip("\n")
     assert "end of document" in rest.stderr
+    versions = json.loads(cli("docs", "history", "ops/deploy.md", "--json").stdout)
+    assert [v["change"] for v in versions] == ["append", "str_replace"]
+    cli("docs", "restore", "ops/deploy.md", str(versions[0]["id"]))
+    assert "clean checkout" in (tmp_path / "docs/default/ops/deploy.md").read_text()
     err = cli("docs", "read", "../secrets.md", ok=False).stderr
     assert "'..' would leave the workspace" in err and "Traceback" not in err
     err = cli("docs", "write", "bad.md", stdin="---\ntags: oops\n---\nx", ok=False).stderr

@@ -191,3 +191,25 @@ def test_documents_round_trip_for_a_person(docs):
 def test_unknown_namespace_for_docs(store, tmp_path):
     with pytest.raises(NotFoundError, match="unknown namespace"):
         Docs(store, "nobody", tmp_path, word_count)
+
+
+def test_every_change_keeps_the_content_it_replaced(docs):
+    docs.write("plan.md", "v1 body", description="plan", session="s1")
+    first = (docs.folder / "plan.md").read_text()
+    docs.append("plan.md", "v2 line")
+    second = (docs.folder / "plan.md").read_text()
+    docs.str_replace("plan.md", "v1 body", "v3 body")
+    third = (docs.folder / "plan.md").read_text()
+    docs.write("plan.md", "rewritten from scratch")
+    versions = docs.history("plan.md")
+    assert [(v.change, v.text) for v in versions] == [
+        ("append", first), ("str_replace", second), ("write", third)]
+    assert all(v.model == "test-model" for v in versions)
+    docs.restore("plan.md", versions[0].id)
+    meta, body = parse_document((docs.folder / "plan.md").read_text())
+    assert body == "v1 body" and meta["provenance"]["session"] == "s1"
+    assert [v.change for v in docs.history("plan.md")][-1] == "restore"
+    assert [h.path for h in docs.search("v1")] == ["plan.md"]
+    with pytest.raises(NotFoundError, match="no version 999"):
+        docs.restore("plan.md", 999)
+    assert docs.history("other.md") == []

@@ -31,13 +31,14 @@ def test_migrations_upgrade_an_older_store_and_keep_its_rows(store_url):
     old.close()
     new = open_store(store_url)
     latest = len(sqlite_backend.MIGRATIONS) if store_url.startswith("sqlite") else len(pg_backend.MIGRATIONS)
-    assert new.schema_version() == latest == 2
+    assert new.schema_version() == latest == 3
     with new.session("alice") as tx:
         assert [n.text for n in tx.notes()] == ["kept across upgrades"]
         assert tx.doc_search(["anything"], 5) == []  # the docs index now exists
+        assert tx.doc_versions("a.md") == []  # and so do document versions
     new.close()
     again = open_store(store_url)  # reopening is a no-op
-    assert again.schema_version() == 2
+    assert again.schema_version() == 3
     again.close()
 
 
@@ -138,6 +139,10 @@ def test_one_namespace_can_neither_read_nor_change_anothers(store, tmp_path):
         tx.doc_delete("keys.md")
         assert tx.doc_get("keys.md") is None
     assert [h.path for h in adocs.search("platypus")] == ["keys.md"]
+    adocs.append("keys.md", "rotated")
+    assert len(adocs.history("keys.md")) == 1
+    with store.session("bob") as tx:
+        assert tx.doc_versions("keys.md") == []
 
 
 def test_optimize_keeps_every_row_findable(store, tmp_path):

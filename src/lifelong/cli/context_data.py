@@ -426,6 +426,37 @@ def docs_str_replace(
     console.print(escape(f"edited {info.path}"), highlight=False)
 
 
+@docs_app.command("history")
+def docs_history(
+    path: Annotated[str, typer.Argument(help="Document path.")],
+    store: StoreOpt = None, namespace: NamespaceOpt = "default", workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Earlier versions of a document (restore one with `docs restore`)."""
+    with _Ctx(store, None) as c:
+        versions = c.docs(namespace, workspace).history(path)
+    if as_json:
+        _print_json([asdict(v) for v in versions])
+        return
+    table = Table("version", "replaced at", "by change", "author", "chars", box=None)
+    for v in versions:
+        table.add_row(str(v.id), _when(v.at), v.change, escape(v.model or "-"), str(len(v.text)))
+    console.print(table)
+
+
+@docs_app.command("restore")
+def docs_restore(
+    path: Annotated[str, typer.Argument(help="Document path.")],
+    version: Annotated[int, typer.Argument(help="Version id from `docs history`.")],
+    store: StoreOpt = None, namespace: NamespaceOpt = "default", workspace: WorkspaceOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Put an earlier version of a document back (the current one is kept as a version)."""
+    with _Ctx(store, None) as c:
+        info = c.docs(namespace, workspace, author=author).restore(path, version)
+    console.print(escape(f"restored {info.path} to version {version}"), highlight=False)
+
+
 # -- bench -----------------------------------------------------------------------------------
 
 

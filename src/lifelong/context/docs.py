@@ -7,13 +7,17 @@ them, refreshed whenever a file's size, mtime or hash changes, so edits made
 by hand are picked up.
 
 Tools, with few sharp verbs: ``tree``, ``search``, ``read`` (a page of at most
-N tokens from an offset), ``write``, ``append``, ``str_replace``. Every path is
+N tokens from an offset), ``write``, ``append``, ``str_replace``. Nothing is
+lost: every change keeps the content it replaced in the store (``history``,
+``restore``). Every path is
 confined to the namespace's folder: ``..``, absolute paths and symlinks that
 leave it are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -25,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from lifelong.atomic import atomic_write_text
-from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
+from lifelong.context.store.base import DocRow, DocVersion, SearchHit, Store, validate_namespace
 from lifelong.errors import NotFoundError, ValidationError
 
 TokenCounter = Callable[[str], int]
@@ -240,7 +244,7 @@ class Docs:
             prov.update(meta.get("provenance") or {})
             return new | {"provenance": prov}, body
 
-        return self._change(path, change, session, task, model, create=True)
+        return self._change(path, change, session, task, model, create=True, op="write")
 
     def append(self, path: str, text: str, *, session: str = "", task: str = "",
                model: str | None = None) -> DocInfo:
@@ -253,7 +257,7 @@ class Docs:
             sep = "" if not body or body.endswith("\n") else "\n"
             return old, body + sep + text
 
-        return self._change(path, change, session, task, model, create=False)
+        return self._change(path, change, session, task, model, create=False, op="append")
 
     def str_replace(self, path: str, old: str, new: str, *, session: str = "", task: str = "",
                     model: str | None = None) -> DocInfo:
@@ -273,7 +277,28 @@ class Docs:
                 )
             return parse_document(current.replace(old, new, 1))
 
-        return self._change(path, change, session, task, model, create=False)
+        return self._change(path, change, session, task, model, create=False, op="str_replace")
+
+    def history(self, path: str) -> list[DocVersion]:
+        """Earlier contents of a document, oldest first: each is the whole file
+        as it was before the change named in ``change`` replaced it."""
+        rel, _ = self.resolve(path)
+        with self.store.session(self.namespace) as tx:
+            return tx.doc_versions(rel)
+
+    def restore(self, path: str, version_id: int, *, session: str = "", task: str = "",
+                model: str | None = None) -> DocInfo:
+        """Put an earlier version back (the content it replaces becomes a version too)."""
+        rel, _ = self.resolve(path)
+        found = [v for v in self.history(rel) if v.id == version_id]
+        if not found:
+            raise NotFoundError(f"no version {version_id} of {rel!r}",
+                                hint=f"see `lifelong docs history {rel}`")
+
+        def change(_meta: dict | None, _body: str | None, _current: str) -> tuple[dict, str]:
+            return parse_document(found[0].text)
+
+        return self._change(rel, change, session, task, model, create=True, op="restore")
 
     # -- index ---------------------------------------------------------------
     def sync(self) -> int:
@@ -356,15 +381,26 @@ class Docs:
             raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
                                 hint="see `lifelong docs tree` or `lifelong docs search`") from None
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # One writer of this namespace's files at a time, across processes: a
+        # read-modify-write (append, str_replace) must not interleave with another.
+        with open(self.folder / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _change(self, path: str, change: Callable[[dict | None, str | None, str], tuple[dict, str]],
-                session: str, task: str, model: str | None, *, create: bool) -> DocInfo:
+                session: str, task: str, model: str | None, *, create: bool, op: str) -> DocInfo:
         rel, real = self.resolve(path)
-        # The namespace's write lock serialises read-modify-write of files
-        # across processes; the file is replaced atomically, then indexed.
-        with self.store.session(self.namespace, write=True) as tx:
+        self.store.require_namespace(self.namespace)
+        author = self.model if model is None else model
+        with self._locked():
             old_meta: dict | None = None
             old_body: str | None = None
-            current = ""
+            current: str | None = None
             if real.is_file():
                 current = self._load(rel, real)
                 try:
@@ -377,10 +413,9 @@ class Docs:
             elif not create:
                 raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
                                     hint="create it with `lifelong docs write`")
-            meta, body = change(old_meta, old_body, current)
+            meta, body = change(old_meta, old_body, current or "")
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             prov = dict(meta.get("provenance") or {})
-            author = self.model if model is None else model
             if old_meta is None or not prov.get("created"):
                 prov.setdefault("created", now)
                 for key, value in (("model", author), ("session", session), ("task", task)):
@@ -394,11 +429,18 @@ class Docs:
             if len(text) > self.max_doc_chars:
                 raise ValidationError(f"{rel} would be {len(text)} characters; the limit is {self.max_doc_chars}",
                                       hint="split it into several documents")
+            # Order matters for crashes: the old content is committed to the
+            # store before the file is replaced, and the index follows the file
+            # (a crash in between leaves a stale index entry that the next scan fixes).
+            if current is not None:
+                with self.store.session(self.namespace, write=True) as tx:
+                    tx.doc_version_insert(DocVersion(0, rel, time.time(), op, current, author, session, task))
             atomic_write_text(real, text)
             st = real.stat()
             row = self._row(rel, text, hashlib.sha256(text.encode()).hexdigest())
             row.mtime_ns, row.size = st.st_mtime_ns, st.st_size
-            tx.doc_upsert(row)
+            with self.store.session(self.namespace, write=True) as tx:
+                tx.doc_upsert(row)
         return DocInfo(rel, row.description, tuple(row.tags), row.size)
 
     def _page_end(self, text: str, offset: int, max_tokens: int) -> int:

@@ -14,6 +14,7 @@ import os
 
 from lifelong.context.store.base import (
     DocRow,
+    DocVersion,
     NoteEvent,
     NoteRow,
     SearchHit,
@@ -25,6 +26,7 @@ from lifelong.errors import ConfigError
 
 __all__ = [
     "DocRow",
+    "DocVersion",
     "NoteEvent",
     "NoteRow",
     "SearchHit",

@@ -87,6 +87,20 @@ class DocRow:
 
 
 @dataclass
+class DocVersion:
+    """A document's content as it was before a change replaced it."""
+
+    id: int
+    path: str
+    at: float  # when it was replaced
+    change: str  # the change that replaced it: write | append | str_replace | restore
+    text: str
+    model: str = ""
+    session: str = ""
+    task: str = ""
+
+
+@dataclass
 class SearchHit:
     path: str
     description: str
@@ -146,6 +160,13 @@ class Tx(ABC):
 
     @abstractmethod
     def doc_delete(self, path: str) -> None: ...
+
+    @abstractmethod
+    def doc_version_insert(self, v: DocVersion) -> int: ...
+
+    @abstractmethod
+    def doc_versions(self, path: str) -> list[DocVersion]:
+        """Earlier contents of one document, oldest first."""
 
     @abstractmethod
     def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:

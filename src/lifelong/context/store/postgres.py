@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from lifelong.context.store.base import (
     DocRow,
+    DocVersion,
     NoteEvent,
     NoteRow,
     SearchHit,
@@ -63,6 +64,15 @@ MIGRATIONS: list[list[str]] = [
                 setweight(to_tsvector('english', body), 'C')) STORED,
             PRIMARY KEY (namespace, path))""",
         "CREATE INDEX docs_tsv ON docs USING GIN (tsv)",
+    ],
+    [  # 3: earlier versions of documents, so a rewrite never loses what it replaced
+        """CREATE TABLE doc_versions (
+            id BIGSERIAL PRIMARY KEY,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            path TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, change TEXT NOT NULL, text TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX doc_versions_by_path ON doc_versions (namespace, path, id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -189,6 +199,21 @@ class PostgresTx(Tx):
 
     def doc_delete(self, path: str) -> None:
         self._q("DELETE FROM docs WHERE namespace = %s AND path = %s", path)
+
+    def doc_version_insert(self, v: DocVersion) -> int:
+        return int(self._q(
+            "INSERT INTO doc_versions (namespace, path, at, change, text, model, session, task)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            v.path, v.at, v.change, v.text, v.model, v.session, v.task,
+        ).fetchone()[0])
+
+    def doc_versions(self, path: str) -> list[DocVersion]:
+        rows = self._q(
+            "SELECT id, path, at, change, text, model, session, task FROM doc_versions"
+            " WHERE namespace = %s AND path = %s ORDER BY id",
+            path,
+        ).fetchall()
+        return [DocVersion(*r) for r in rows]
 
     def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
         if not terms:

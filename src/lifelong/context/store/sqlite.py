@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lifelong.context.store.base import (
     DocRow,
+    DocVersion,
     NoteEvent,
     NoteRow,
     SearchHit,
@@ -66,6 +67,15 @@ MIGRATIONS: list[list[str]] = [
         # rowid of docs_fts == docs.id, so an update touches one FTS row, not a scan.
         """CREATE VIRTUAL TABLE docs_fts USING fts5(
             path, description, tags, body, tokenize = 'porter unicode61')""",
+    ],
+    [  # 3: earlier versions of documents, so a rewrite never loses what it replaced
+        """CREATE TABLE doc_versions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            path TEXT NOT NULL, at REAL NOT NULL, change TEXT NOT NULL, text TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
+            task TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX doc_versions_by_path ON doc_versions (namespace, path, id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -206,6 +216,22 @@ class SqliteTx(Tx):
         if old:
             self.conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (old[0],))
             self._q("DELETE FROM docs WHERE namespace = ? AND id = ?", old[0])
+
+    def doc_version_insert(self, v: DocVersion) -> int:
+        cur = self._q(
+            "INSERT INTO doc_versions (namespace, path, at, change, text, model, session, task)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            v.path, v.at, v.change, v.text, v.model, v.session, v.task,
+        )
+        return int(cur.lastrowid)
+
+    def doc_versions(self, path: str) -> list[DocVersion]:
+        rows = self._q(
+            "SELECT id, path, at, change, text, model, session, task FROM doc_versions"
+            " WHERE namespace = ? AND path = ? ORDER BY id",
+            path,
+        ).fetchall()
+        return [DocVersion(*r) for r in rows]
 
     def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
         if not terms:
