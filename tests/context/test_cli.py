@@ -84,6 +84,8 @@ def test_notes_commands(cli, tmp_path):
 
 
 def test_docs_commands(cli, tmp_path):
+    from lifelong.cli.context_data import _LazyModel
+
     cli("docs", "write", "ops/deploy", "-d", "How we deploy", "-t", "ops",
         stdin="# Deploying\n\nRun make release from a clean checkout.\n")
     raw = (tmp_path / "docs/default/ops/deploy.md").read_text()
@@ -96,6 +98,8 @@ def test_docs_commands(cli, tmp_path):
     assert [h["path"] for h in hits] == ["ops/deploy.md"]
     page = cli("docs", "read", "ops/deploy.md", "--max-tokens", "20")
     assert page.stdout.startswith("---\n") and "more: --offset" in page.stderr
+    tokens = int(page.stderr.split(" tokens;")[0].split()[-1])
+    assert tokens == _LazyModel("local").llm.count_tokens(page.stdout) <= 20  # the model's tokens
     full = (tmp_path / "docs/default/ops/deploy.md").read_text()
     offset = int(page.stderr.split("--offset")[1].split()[0])
     assert full.startswith(page.stdout[:offset])

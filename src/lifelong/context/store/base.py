@@ -9,8 +9,8 @@ store, not in the callers' discipline.
 A write session is one transaction that also serialises writers of the same
 namespace (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a row lock on the
 namespace). That is what makes read-check-write operations such as "add unless
-the block would exceed its budget" or "append to this document" safe when
-several processes write at once.
+the block would exceed its budget" or "edit if the text is still there" safe
+when several processes write at once.
 """
 
 from __future__ import annotations
