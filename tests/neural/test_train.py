@@ -97,7 +97,7 @@ def test_schedule_warms_up_linearly_then_decays_to_the_floor() -> None:
 def test_config_files_round_trip_and_reject_typos(tmp_path: Path) -> None:
     cfg = load_config(REPO / "configs" / "bench" / "mqar" / "mac.toml")
     assert cfg.model.kind == "mac" and cfg.task.name == "mqar"
-    assert cfg.model.memory_options == {"max_lr": 0.005}
+    assert cfg.model.param_budget == 640_000 and cfg.train.seq_len == 256
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\nkind = "mac"\nwindw = 64\n')
