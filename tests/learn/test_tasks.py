@@ -130,7 +130,10 @@ def test_builtin_suites_and_unknown_suite():
         load_suite("nope")
 
 
-def test_register_suite_in_python():
+def test_register_suite_in_python(monkeypatch):
+    from lifelong.learn import suites
+
+    monkeypatch.setattr(suites, "_SUITES", dict(suites._SUITES))
     register_suite("tiny-test", lambda seed: Suite("tiny-test", [OnboardingFamily(world_seed=seed + 100)]))
     suite = load_suite("tiny-test", 1)
     assert suite.families[0].world_seed == 101

@@ -32,11 +32,12 @@ def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
     from lifelong.cli import bench_tasks as bench_tasks_cli
     from lifelong.cli import context_data as context_data_cli
+    from lifelong.cli import learn as learn_cli
     from lifelong.cli import llm as llm_cli
     from lifelong.cli import memory as memory_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli, learn_cli):
         area.register(app, bench_app)
 
 

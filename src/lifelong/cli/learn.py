@@ -1,0 +1,115 @@
+"""``lifelong learn …``: the memory-learning protocol from the shell.
+
+``lifelong learn eval`` runs writer/reader episodes for one strategy or all of
+them and writes the session log, plots and an HTML report; ``lifelong learn
+report`` rebuilds the report from one or more output folders (e.g. strategies
+run as separate processes); ``lifelong learn suites`` lists what can be run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+learn_app = typer.Typer(help="The memory-learning protocol: do written memories help new instances?",
+                        no_args_is_help=True)
+
+
+@learn_app.command("eval")
+def eval_cmd(
+    suite: str = typer.Option("onboarding", help="built-in suite name or a path to a .jsonl task file"),
+    model: str = typer.Option("local", help="model spec: local, llamacpp:PATH, openai:URL#MODEL, hf:PATH"),
+    strategy: str = typer.Option("all", help="none, transcript, add-only, notes, full, or all"),
+    episodes: int = typer.Option(20, min=1, help="sequential episodes on one memory"),
+    readers: int = typer.Option(4, min=1, help="reader sessions per episode"),
+    seed: int = typer.Option(0, help="fixes the world, every task drawn and every model seed"),
+    out: Path = typer.Option(Path("learn-out"), help="output folder (re-running resumes from its log)"),
+    max_tokens: int = typer.Option(24, min=1, help="tokens per answer"),
+    reflection_tokens: int = typer.Option(32, min=1, help="tokens for the writer's note"),
+    doc_tokens: int = typer.Option(64, min=1, help="tokens for the writer's documentation entry"),
+    p_same: float = typer.Option(0.01, help="probability a reader gets the writer's own task"),
+    p_similar: float = typer.Option(0.89, help="... a task of the same family"),
+    p_dissimilar: float = typer.Option(0.10, help="... a task from the dissimilar pool"),
+    note_penalty: float = typer.Option(0.0005, help="λ: reward penalty per note token"),
+    context_penalty: float = typer.Option(0.0001, help="μ: reward penalty per context token"),
+    doc_penalty: float = typer.Option(0.0, help="ν: reward penalty per documentation token"),
+    note_budget: int = typer.Option(400, min=1, help="token budget of the notes block"),
+    concurrency: int = typer.Option(1, min=1, help="readers at once (server backends only)"),
+) -> None:
+    """Run the protocol; print a summary table, write plots and report.html into OUT."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lifelong.learn.protocol import Protocol, ProtocolConfig
+    from lifelong.learn.report import final_line, summarize, summary_table, write_report
+    from lifelong.learn.strategies import get_strategy, strategy_names
+    from lifelong.learn.suites import load_suite
+    from lifelong.llm import load_llm
+
+    config = ProtocolConfig(
+        episodes=episodes, readers=readers, seed=seed, max_tokens=max_tokens,
+        reflection_max_tokens=reflection_tokens, doc_max_tokens=doc_tokens, p_same=p_same,
+        p_similar=p_similar, p_dissimilar=p_dissimilar, note_penalty=note_penalty,
+        context_penalty=context_penalty, doc_penalty=doc_penalty, note_budget_tokens=note_budget,
+        concurrency=concurrency,
+    )
+    names = strategy_names() if strategy == "all" else [strategy]
+    strategies = [get_strategy(n) for n in names]  # fail on a bad name before loading a model
+    task_suite = load_suite(suite, seed)
+    console = Console()
+    llm = load_llm(model)
+    summaries = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            for strat in strategies:
+                bar = progress.add_task(f"{strat.name:>10}", total=episodes * (1 + readers))
+                result = Protocol(
+                    llm, task_suite, strat, config, out,
+                    progress=lambda done, total, bar=bar: progress.update(bar, completed=done, total=total),
+                ).run()
+                summaries.append(summarize(result.records))
+    finally:
+        llm.close()
+    report = write_report([out], out)
+    console.print(summary_table(summaries))
+    console.print(f"report: {report['html']}")
+    if len(summaries) == 1:
+        print(final_line(summaries[0]))
+    else:
+        for s in summaries:
+            print(f"{s['strategy']}: {final_line(s)}")
+
+
+@learn_app.command("report")
+def report_cmd(
+    folders: list[Path] = typer.Argument(..., help="output folders of earlier runs"),
+    out: Path = typer.Option(Path("learn-report"), help="where to write report.html and the plots"),
+) -> None:
+    """Put the strategies of one or more runs side by side in one report."""
+    from rich.console import Console
+
+    from lifelong.learn.report import final_line, summary_table, write_report
+
+    report = write_report(folders, out)
+    console = Console()
+    console.print(summary_table(report["summaries"]))
+    console.print(f"report: {report['html']}")
+    for s in report["summaries"]:
+        print(f"{s['strategy']}: {final_line(s)}")
+
+
+@learn_app.command("suites")
+def suites_cmd() -> None:
+    """List the built-in suites and strategies."""
+    from lifelong.learn.strategies import get_strategy, strategy_names
+    from lifelong.learn.suites import suite_names
+
+    print("suites: " + ", ".join(suite_names()) + " (or a path to a .jsonl file)")
+    for name in strategy_names():
+        print(f"strategy {name}: {get_strategy(name).description}")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(learn_app, name="learn")

@@ -1,0 +1,115 @@
+"""Reports and the CLI's error paths (runs made with the scripted session)."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+
+import pytest
+
+from lifelong.cli.main import main
+from lifelong.errors import NotFoundError
+from lifelong.learn.protocol import Protocol, ProtocolConfig, read_jsonl
+from lifelong.learn.report import FINAL_LINE_RE, final_line, find_runs, summarize, write_report
+from lifelong.learn.strategies import get_strategy, strategy_names
+from lifelong.learn.suites import load_suite
+
+from .scripted import ScriptedLLM, ScriptedSession
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every built-in strategy, written as two separate output folders."""
+    root = tmp_path_factory.mktemp("runs")
+    config = ProtocolConfig(episodes=3, readers=3, seed=1)
+    for i, name in enumerate(strategy_names()):
+        Protocol(ScriptedLLM(), load_suite("procedure", 1), get_strategy(name), config,
+                 root / ("a" if i % 2 else "b"), session_factory=ScriptedSession).run()
+    return root
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_summary_figures_match_the_log(runs):
+    records = read_jsonl(runs / "b" / "full" / "sessions.jsonl")
+    s = summarize(records)
+    readers = [r for r in records if r["type"] == "session" and r["role"] == "reader"]
+    sim = [r["score"] for r in readers if r["relation"] == "similar"]
+    assert s["similar"] == pytest.approx(sum(sim) / len(sim))
+    assert s["n_similar"] == len(sim) and s["readers"] == 9 and s["episodes"] == 3
+    episodes = [r for r in records if r["type"] == "episode"]
+    assert s["reward"] == pytest.approx(sum(e["reward"] for e in episodes) / 3)
+    assert s["final_note_tokens"] == episodes[-1]["note_tokens"]
+    line = final_line(s)
+    assert re.fullmatch(FINAL_LINE_RE, line)
+    assert line.startswith(f"reward={s['reward']:.3f} similar={s['similar']:.3f} ")
+
+
+def test_report_puts_all_strategies_side_by_side(runs, tmp_path):
+    assert list(find_runs([runs / "a", runs / "b"])) == strategy_names()
+    report = write_report([runs / "a", runs / "b"], tmp_path / "report")
+    assert [s["strategy"] for s in report["summaries"]] == strategy_names()
+    for name, path in report["plots"].items():
+        width, height = png_size(path.read_bytes())
+        assert width > 300 and height > 200, name
+    page = report["html"].read_text()
+    for name in strategy_names():
+        assert f"<td>{name}</td>" in page
+    assert page.count("data:image/png;base64,") == 4
+    # The memory the last writer left is shown, so a person can read what was learned.
+    notes = summarize(read_jsonl(runs / "b" / "full" / "sessions.jsonl"))
+    assert notes["final_note_tokens"] > 0
+    last_writer = [r for r in read_jsonl(runs / "b" / "full" / "sessions.jsonl")
+                   if r["type"] == "session" and r["role"] == "writer"][-1]
+    assert last_writer["transcript"][-1]["content"] in page
+    saved = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert [s["strategy"] for s in saved] == strategy_names()
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(NotFoundError, match="no run logs"):
+        write_report([tmp_path], tmp_path / "r")
+    with pytest.raises(NotFoundError, match="no output folder"):
+        write_report([tmp_path / "missing"], tmp_path / "r")
+
+
+def test_cli_report_prints_one_line_per_strategy(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["learn", "report", str(runs / "a"), str(runs / "b"), "--out", str(tmp_path / "r")])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    tail = out[-len(strategy_names()):]
+    for name, line in zip(strategy_names(), tail, strict=True):
+        prefix, _, rest = line.partition(": ")
+        assert prefix == name and re.fullmatch(FINAL_LINE_RE, rest)
+    assert (tmp_path / "r" / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--suite", "nope"], "unknown suite 'nope'"),
+        (["--strategy", "psychic"], "unknown strategy 'psychic'"),
+        (["--p-same", "0.5"], "must be >= 0 and sum to 1"),
+    ],
+)
+def test_cli_eval_bad_input_is_one_clear_error(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["learn", "eval", "--out", str(tmp_path), *args])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_cli_eval_malformed_task_file_names_the_task(tmp_path, capsys):
+    path = tmp_path / "acme.jsonl"
+    path.write_text(json.dumps({"id": "t1", "prompt": "P", "answer": "A"}) + "\n"
+                    + json.dumps({"id": "t2", "prompt": "P"}) + "\n")
+    with pytest.raises(SystemExit):
+        main(["learn", "eval", "--suite", str(path), "--out", str(tmp_path / "o")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "acme.jsonl:2 (task 't2'): 'answer' must be" in err
