@@ -174,3 +174,13 @@ def test_every_model_learns_a_learnable_task_on_cpu(kind: str, tmp_path: Path) -
     prompt = torch.tensor([[3, 6, 9]])
     out = result.model.eval().generate(prompt, max_new_tokens=4)
     assert out.shape == (1, 7)
+
+
+@pytest.mark.parametrize("kind", ["lmm", "mac"])
+def test_memory_models_stay_finite_over_a_long_stream(kind: str) -> None:
+    # The memory learns at test time; its inner learning rate must keep it stable far
+    # beyond the training length, where nothing in training constrained it.
+    model = build_model(tiny(kind)).eval()
+    ids = torch.randint(0, 40, (2, 2048), generator=torch.Generator().manual_seed(8))
+    for logits, _ in model.stream(ids.split(256, dim=1)):
+        assert torch.isfinite(logits).all()
