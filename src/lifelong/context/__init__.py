@@ -25,11 +25,12 @@ from lifelong.context.notes import (
     render_notes,
     word_count,
 )
-from lifelong.context.store import SearchHit, Store, default_store_url, open_store
+from lifelong.context.store import DocVersion, SearchHit, Store, default_store_url, open_store
 
 __all__ = [
     "AddResult",
     "DocInfo",
+    "DocVersion",
     "Docs",
     "Note",
     "NoteChange",
