@@ -195,3 +195,18 @@ def test_jsonl_without_tasks_or_missing_file(tmp_path):
         load_jsonl_suite(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_jsonl_suite(tmp_path / "missing.jsonl")
+
+
+def test_documented_example_loads(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tasks-format.md").read_text()
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "acme.jsonl"
+    path.write_text(block)
+    suite = load_jsonl_suite(path)
+    assert sorted(f.name for f in suite.families) == ["acme", "acme-game"]
+    tasks = {t.id: t for f in suite.families for t in f.tasks}
+    assert tasks["acme-owner-1"].score("Tanaka.") == 1.0
+    assert tasks["acme-move-1"].score("burn") == 1.0
+    assert suite.dissimilar.tasks[0].score("4 + 5 = 9") == 1.0
