@@ -295,3 +295,11 @@ def test_corrupt_truncated_and_foreign_state_files(seed, tmp_path):
 
     with pytest.raises(StateError, match="no memory state file"):
         MemoryState.load(tmp_path / "missing.safetensors")
+
+
+def test_empty_input_returns_empty_output_and_same_state(seed):
+    m = make(tiny(), seed)
+    _, state = m(rand_x(1, 4))
+    y, after = m(rand_x(1, 0), state)
+    assert y.shape == (1, 0, DIM)
+    assert_states_equal(after, state)

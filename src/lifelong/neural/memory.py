@@ -125,41 +125,60 @@ def memory_mlp(weights: list[Tensor], x: Tensor) -> tuple[Tensor, list[Tensor], 
     """Retrieval y = M(x) for x ∈ [N, n, d].
 
     Also returns what the hand-written backward pass needs: each layer's input
-    and, per hidden layer, (pre-activation z, sigmoid(z)).
+    and each hidden layer's pre-activation z.
     """
-    inputs, hidden = [], []
+    inputs, pre = [], []
     h = x
     for layer, w in enumerate(weights):
         inputs.append(h)
-        z = torch.bmm(h, w)
+        h = torch.bmm(h, w)
         if layer < len(weights) - 1:
+            pre.append(h)
+            h = F.silu(h)
+    return h, inputs, pre
+
+
+class _SiluBackward(torch.autograd.Function):
+    """g · SiLU'(z) as one fused op, differentiable once more (for the outer loop).
+
+    SiLU'(z) = σ(1 + z(1 − σ)),  SiLU''(z) = σ(1 − σ)(2 + z(1 − 2σ)),  σ = sigmoid(z).
+    """
+
+    @staticmethod
+    def forward(ctx, g: Tensor, z: Tensor) -> Tensor:
+        ctx.save_for_backward(g, z)
+        return torch.ops.aten.silu_backward(g, z)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, z = ctx.saved_tensors
+        grad_g = torch.ops.aten.silu_backward(grad, z) if ctx.needs_input_grad[0] else None
+        grad_z = None
+        if ctx.needs_input_grad[1]:
             s = torch.sigmoid(z)
-            hidden.append((z, s))
-            h = z * s  # SiLU
-        else:
-            h = z
-    return h, inputs, hidden
+            second = s * (1 - s) * torch.addcmul(torch.full_like(z, 2.0), z, 1 - 2 * s)
+            grad_z = grad * g * second
+        return grad_g, grad_z
 
 
 def associative_backward(
-    weights: list[Tensor], inputs: list[Tensor], hidden: list, error: Tensor
+    weights: list[Tensor], inputs: list[Tensor], pre: list[Tensor], dout: Tensor
 ) -> list[tuple[Tensor, Tensor]]:
-    """Per-token gradient of the associative loss ℓ(M; k, v) = ‖M(k) − v‖², factored.
+    """Per-token gradients of the associative loss ℓ(M; k, v) = ‖M(k) − v‖², factored.
 
-    ∂ℓ/∂M(k) = 2 (M(k) − v); backpropagated through the MLP by hand, the
-    gradient of layer l for token i is the outer product x_{l,i}ᵀ δ_{l,i}. We
-    return the factors (x_l, δ_l) ∈ ([N, b, in], [N, b, out]) for all b tokens at
-    once: a weighted sum Σ_i c_i ∇ℓ_i is then one matmul, x_lᵀ (c ⊙ δ_l).
+    ``dout`` = ∂ℓ/∂M(k) = 2 (M(k) − v) per token, possibly already scaled by a
+    per-token weight c_i (the gradient is linear in it, so scaling commutes with
+    backpropagation). Backpropagated through the MLP by hand, the gradient of
+    layer l for token i is the outer product x_{l,i}ᵀ δ_{l,i}; we return the
+    factors (x_l, δ_l) ∈ ([N, b, in], [N, b, out]) for all b tokens at once, so
+    Σ_i c_i ∇ℓ_i is one matmul per layer, x_lᵀ δ_l.
     """
-    delta = 2 * error
+    delta = dout
     factors: list[tuple[Tensor, Tensor]] = [None] * len(weights)  # type: ignore[list-item]
     for layer in range(len(weights) - 1, -1, -1):
         factors[layer] = (inputs[layer], delta)
         if layer > 0:
-            z, s = hidden[layer - 1]
-            # SiLU'(z) = σ(z) · (1 + z − SiLU(z))
-            silu_grad = torch.addcmul(s, s, z - inputs[layer])
-            delta = torch.bmm(delta, weights[layer].transpose(1, 2)) * silu_grad
+            delta = _SiluBackward.apply(torch.bmm(delta, weights[layer].transpose(1, 2)), pre[layer - 1])
     return factors
 
 
@@ -199,7 +218,7 @@ class ChunkCoefficients:
     kappa: Tensor  # [N, n] weight of S₀ in M_end
     h: Tensor  # [N, n]     decay of S₀
     c: Tensor  # [N, n, b]  weights of u_i in M_end
-    e: Tensor | None  # [N, n, b] weights of u_i in S_end (None: same as c)
+    e: Tensor | None  # [N, n, b] weights of u_i in S_end (None: same as c, or no momentum)
 
 
 def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> ChunkCoefficients:
@@ -218,9 +237,7 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
     a = torch.exp(log_keep.sum(-1))
     if not config.momentum:  # η ≡ 0: S_t = −θ_t u_t, so M_end = a M₀ − Σ θ_i A_i u_i
         zero = torch.zeros_like(a)
-        e = torch.zeros_like(theta)
-        e[..., -1] = theta[..., -1]
-        return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=e)
+        return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=None)
     log_eta = F.logsigmoid(gate_logits[..., 2])
     L = torch.exp(_segsum(log_eta))  # L[t, i] = Π_{i<j≤t} η_j, zero above diagonal
     A = torch.exp(log_A)
@@ -234,29 +251,30 @@ def _apply_chunk(
     W: list[Tensor], S: list[Tensor], factors: list[tuple[Tensor, Tensor]],
     coef: ChunkCoefficients, n: int, use_momentum: bool,
 ) -> tuple[list[Tensor], list[Tensor]]:
-    # ``coef`` fields here are per-chunk sequences (unbound along the chunk axis)
     """One chunk of forgetting + surprise with momentum, per layer:
 
         M_end = a · M₀ + κ · S₀ − x_lᵀ (c ⊙ δ_l)
         S_end = h · S₀      − x_lᵀ (e ⊙ δ_l)
 
     written with fused multiply-adds (baddbmm/addcmul) so each weight-sized
-    tensor is touched as few times as possible.
+    tensor is touched as few times as possible. ``coef`` holds per-chunk
+    sequences here (unbound along the chunk axis); ``e is None`` means a single
+    weighting (chunk gates, or no momentum), already folded into δ by the
+    caller; otherwise δ is unweighted and c, e are applied here.
     """
     a, kappa, h = (t[n][:, None, None] for t in (coef.a, coef.kappa, coef.h))
-    c = coef.c[n][:, :, None]
-    e = c if coef.e is None else coef.e[n][:, :, None]
     newW, newS = [], []
     for w, s, (x, delta) in zip(W, S, factors):
         xt = x.transpose(1, 2)
-        if not use_momentum:  # S_t = −θ_t ∇ℓ: M_end = a M₀ − Σ c_i u_i
-            newW.append(torch.baddbmm(a * w, xt, c * delta, alpha=-1))
+        if not use_momentum:  # S_t = −θ_t ∇ℓ: M_end = a M₀ − Σ c_i u_i  (δ carries c)
+            newW.append(torch.baddbmm(a * w, xt, delta, alpha=-1))
             newS.append(s)
         elif coef.e is None:  # chunk gates: S_end = η S₀ − Σ θ_i u_i, M_end = (1−α) M₀ + S_end
-            s_end = torch.baddbmm(h * s, xt, c * delta, alpha=-1)
+            s_end = torch.baddbmm(h * s, xt, delta, alpha=-1)  # (δ carries θ)
             newS.append(s_end)
             newW.append(torch.addcmul(s_end, a, w))
-        else:  # token gates
+        else:  # token gates: two weightings of the same per-token gradients
+            c, e = coef.c[n][:, :, None], coef.e[n][:, :, None]
             newW.append(torch.baddbmm(torch.addcmul(a * w, kappa, s), xt, c * delta, alpha=-1))
             newS.append(torch.baddbmm(h * s, xt, e * delta, alpha=-1))
     return newW, newS
@@ -444,14 +462,19 @@ class NeuralMemory(nn.Module):
             t.unbind(1) if t is not None else None
             for t in (coef.a, coef.kappa, coef.h, coef.c, coef.e)
         ))
+        # 2·c_i per token (single weighting) or plain 2 (token gates apply c, e later)
+        scale = 2 * coef.c if coef.e is None else torch.full_like(coef.c, 2.0)
+        two_c = scale.unsqueeze(-1).unbind(1)
         outs: list[Tensor] = []
         for n in range(n_full + 1):
             if q is not None and q_sizes[n] > 0:  # retrieval: the chunk-start weights
                 outs.append(memory_mlp(W, q_chunks[n])[0])
             if n < n_full:
-                out, inputs, hidden = memory_mlp(W, key_chunks[n])
-                # associative loss gradient at the chunk-start weights, all b tokens at once
-                factors = associative_backward(W, inputs, hidden, out - val_chunks[n])
+                out, inputs, pre = memory_mlp(W, key_chunks[n])
+                # associative loss gradient at the chunk-start weights, all b tokens at once:
+                # ∂ℓ/∂M(k) = 2 (M(k) − v), pre-weighted by c when one weighting suffices
+                dout = (out - val_chunks[n]) * two_c[n]
+                factors = associative_backward(W, inputs, pre, dout)
                 W, S = _apply_chunk(W, S, factors, coef_chunks, n, use_momentum)
 
         rest = slice(n_full * b, P + T)
@@ -466,7 +489,9 @@ class NeuralMemory(nn.Module):
             fingerprint=state.fingerprint,
             config=state.config,
         )
-        y = torch.cat(outs, dim=1).reshape(B, H, T, d) if q is not None else None
+        y = None
+        if q is not None:
+            y = torch.cat(outs, dim=1).reshape(B, H, T, d) if outs else q.new_zeros(B, H, 0, d)
         return y, new_state
 
     # --- public API -------------------------------------------------------------------
