@@ -184,3 +184,15 @@ def test_memory_models_stay_finite_over_a_long_stream(kind: str) -> None:
     ids = torch.randint(0, 40, (2, 2048), generator=torch.Generator().manual_seed(8))
     for logits, _ in model.stream(ids.split(256, dim=1)):
         assert torch.isfinite(logits).all()
+
+
+def test_every_model_runs_forward_and_backward_under_bf16_autocast() -> None:
+    # The GPU path trains under bf16 autocast; CPU autocast exercises the same dtypes.
+    for kind in MODEL_KINDS:
+        model = build_model(tiny(kind))
+        ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _ = model(ids)
+        assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all(), kind
+        logits.float().logsumexp(-1).mean().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()), kind

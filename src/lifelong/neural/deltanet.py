@@ -33,6 +33,12 @@ def chunk_gated_delta_rule(
 
     ``g`` is the log forget gate (<= 0). Returns ``(o [B,H,T,Dv], S [B,H,Dk,Dv])``.
     """
+    out_dtype = v.dtype
+    if q.dtype in (torch.float16, torch.bfloat16):
+        # Decay products and the triangular solve need float32 (and the solve has
+        # no half-precision kernels): under bf16 autocast, compute in float32.
+        q, k, v, g, beta = (z.float() for z in (q, k, v, g, beta))
+        state = state.float() if state is not None else None
     b, h, t, dk = k.shape
     dv = v.shape[-1]
     c = chunk_size
@@ -68,7 +74,7 @@ def chunk_gated_delta_rule(
         tail = (last[..., None] - lg[:, :, i]).exp()  # decay from token j to chunk end
         s = s * last.exp()[..., None, None] + (k[:, :, i] * tail[..., None]).transpose(-1, -2) @ d
     o = torch.stack(outs, dim=2).reshape(b, h, n * c, dv)[:, :, :t]
-    return o, s
+    return o.to(out_dtype), s
 
 
 def naive_gated_delta_rule(
