@@ -13,16 +13,25 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def train_command(
-    config: Path = typer.Argument(..., help="Run config (.toml or .yaml) with model, task and train tables."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in out_dir."),
+    config: Path = typer.Argument(
+        ..., help="Run config (.toml or .yaml) with model, task and train tables."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest checkpoint in out_dir."
+    ),
     steps: int | None = typer.Option(None, help="Override train.steps (the schedule length)."),
-    stop_at: int | None = typer.Option(None, "--stop-at", help="Stop (with a checkpoint) after this step."),
+    stop_at: int | None = typer.Option(
+        None, "--stop-at", help="Stop (with a checkpoint) after this step."
+    ),
     out_dir: str | None = typer.Option(None, "--out-dir", help="Override train.out_dir."),
     device: str | None = typer.Option(None, help="Override train.device: auto, cpu, cuda."),
     seed: int | None = typer.Option(None, help="Override train.seed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a model on a task. Multi-GPU: torchrun --nproc_per_node N -m lifelong.cli.main train CONFIG."""
+    """Train a model on a task.
+
+    Several GPUs: torchrun --nproc_per_node N -m lifelong.cli.main train CONFIG.
+    """
     import dataclasses
 
     from rich.console import Console
@@ -31,7 +40,8 @@ def train_command(
     from lifelong.neural.train import train
 
     cfg = load_config(config)
-    overrides = {k: v for k, v in {"steps": steps, "out_dir": out_dir, "device": device, "seed": seed}.items() if v is not None}
+    given = {"steps": steps, "out_dir": out_dir, "device": device, "seed": seed}
+    overrides = {k: v for k, v in given.items() if v is not None}
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     result = train(cfg, until_step=stop_at, resume=resume, progress=progress)
@@ -47,7 +57,9 @@ def train_command(
 
 def bench_models_command(
     configs: list[Path] = typer.Argument(..., help="Run configs whose [model] tables to measure."),
-    lengths: str = typer.Option("1k,2k,4k,8k", help="Inference lengths (tokens), comma-separated; k = 1024."),
+    lengths: str = typer.Option(
+        "1k,2k,4k,8k", help="Inference lengths (tokens), comma-separated; k = 1024."
+    ),
     chunk: int = typer.Option(512, help="Streaming chunk size for inference."),
     train_steps: int = typer.Option(3, help="Timed training steps (after one warm-up step)."),
     batch_size: int | None = typer.Option(None, help="Training batch (default: the config's)."),
@@ -87,15 +99,18 @@ def bench_models_command(
                 device=device,
             )
         )
-    table = Table(title=f"models on {device}: training, and streaming inference in chunks of {chunk}")
+    title = f"models on {device}: training, and streaming inference in chunks of {chunk}"
+    table = Table(title=title)
     for name in ("model", "params", "train tok/s", "length", "infer tok/s", "state MB"):
         table.add_column(name, justify="left" if name == "model" else "right")
     if device.startswith("cuda"):
         table.add_column("peak MB", justify="right")
     for r in rows:
         for i, x in enumerate(r["inference"]):
-            head = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"] if i == 0 else ["", "", ""]
-            cells = head + [_fmt_len(x["length"]), f"{x['tokens_per_s']:,.0f}", f"{x['state_mb']:.2f}"]
+            cells = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"]
+            if i:
+                cells = ["", "", ""]
+            cells += [_fmt_len(x["length"]), f"{x['tokens_per_s']:,.0f}", f"{x['state_mb']:.2f}"]
             if device.startswith("cuda"):
                 cells.append(f"{x['peak_mb']:.0f}")
             table.add_row(*cells)

@@ -51,7 +51,9 @@ class Attention(nn.Module):
         self.rope_base = rope_base
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
-        self.persistent = nn.Parameter(torch.randn(n_persistent, dim) * 0.02) if n_persistent else None
+        self.persistent = None
+        if n_persistent:
+            self.persistent = nn.Parameter(torch.randn(n_persistent, dim) * 0.02)
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape

@@ -105,7 +105,8 @@ def measure_model(
         _sync(dev)
         start = time.perf_counter()
         state = None
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        with torch.no_grad(), autocast:
             for s in range(0, length, chunk):
                 _, state = model(seq[:, s : s + chunk], state)
         _sync(dev)

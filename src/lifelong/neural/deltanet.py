@@ -15,6 +15,8 @@ solved once per chunk; only the loop over chunks is sequential.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -128,7 +130,7 @@ class GatedDeltaNet(nn.Module):
         # Mamba-2 style forget gate: g = -exp(A_log) * softplus(a + dt_bias), decay rates
         # spread over heads so some heads remember long and some short.
         self.A_log = nn.Parameter(torch.log(torch.linspace(1.0, 16.0, n_heads)))
-        dt = torch.exp(torch.linspace(torch.log(torch.tensor(1e-3)), torch.log(torch.tensor(0.1)), n_heads))
+        dt = torch.exp(torch.linspace(math.log(1e-3), math.log(0.1), n_heads))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.conv_q = ShortConv(dim, conv_size)
         self.conv_k = ShortConv(dim, conv_size)

@@ -66,7 +66,7 @@ def build_mixers(config: ModelConfig) -> list[nn.Module]:
     if c.kind == "mag":
         return [titans.MAGLayer(c)]
     # mal: the memory compresses the past, then attention looks closely at the window.
-    swa = Attention(c.dim, c.n_heads, window=c.window, n_persistent=c.n_persistent, rope_base=c.rope_base)
+    swa = Attention(c.dim, c.n_heads, c.window, c.n_persistent, c.rope_base)
     return [titans.MemoryLayer(c), swa]
 
 

@@ -70,7 +70,10 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
             (decay if p.ndim >= 2 else no_decay).append(p)
     t = cfg.train
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=t.lr,
         betas=(t.beta1, t.beta2),
     )
@@ -115,7 +118,9 @@ def pick_device(spec: str, d: Dist) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("train.device is cuda but no GPU is visible", hint="use device = 'cpu'")
+            raise ConfigError(
+                "train.device is cuda but no GPU is visible", hint="use device = 'cpu'"
+            )
         if d.world > 1:
             return torch.device("cuda", d.local_rank)
     return torch.device(spec)
@@ -142,8 +147,8 @@ class MixedTask:
         self, batch_size: int, seq_len: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.tasks)
-        parts = [self.tasks[i].sample_batch(batch_size // n + (i < batch_size % n), seq_len, generator)
-                 for i in range(n)]
+        sizes = [batch_size // n + (i < batch_size % n) for i in range(n)]
+        parts = [t.sample_batch(s, seq_len, generator) for t, s in zip(self.tasks, sizes)]
         parts = [p for p in parts if p[0].shape[0]]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -246,7 +251,9 @@ def load_checkpoint(
     p = _resolve_checkpoint(path)
     meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{p} is not a lifelong model checkpoint", hint="pass a training run's checkpoint")
+        raise ConfigError(
+            f"{p} is not a lifelong model checkpoint", hint="pass a training run's checkpoint"
+        )
     model = CausalLM(ModelConfig(**meta["model"]))
     load_model(model, str(p / "model.safetensors"), device=str(device))
     meta["path"] = str(p)
@@ -272,9 +279,9 @@ def train(
     exactly, so stopping and resuming gives the run that never stopped.
     """
     t = cfg.train
-    device_kind = "cuda" if (t.device == "auto" and torch.cuda.is_available()) or t.device.startswith("cuda") else "cpu"
-    dist_ = init_distributed(device_kind)
-    device = pick_device(t.device, dist_)
+    spec = t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dist_ = init_distributed("cuda" if spec.startswith("cuda") else "cpu")
+    device = pick_device(spec, dist_)
     if t.batch_size % dist_.world:
         raise ConfigError(
             f"batch_size {t.batch_size} does not split over {dist_.world} processes",
@@ -298,7 +305,9 @@ def train(
     if resume:
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
-            raise NotFoundError(f"nothing to resume in {out_dir}", hint="run without --resume first")
+            raise NotFoundError(
+                f"nothing to resume in {out_dir}", hint="run without --resume first"
+            )
         from safetensors.torch import load_model
 
         load_model(model, str(ckpt / "model.safetensors"), device=str(device))
@@ -315,7 +324,8 @@ def train(
     if dist_.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        ddp_model = DistributedDataParallel(model, device_ids=ids)
 
     metrics_path = out_dir / "metrics.jsonl"
     if dist_.main:
@@ -329,7 +339,8 @@ def train(
     ddp_model.train()
     while step < stop:
         inputs, labels = task.sample_batch(t.batch_size, t.seq_len, data_gen)
-        inputs, labels = inputs[lo : lo + per_rank].to(device), labels[lo : lo + per_rank].to(device)
+        inputs = inputs[lo : lo + per_rank].to(device)
+        labels = labels[lo : lo + per_rank].to(device)
         n_scored = _all_reduce((labels != -100).sum().to(torch.float64), dist_)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits, _ = ddp_model(inputs)
@@ -345,7 +356,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        global_loss = _all_reduce(loss_sum.detach().to(torch.float64), dist_) / n_scored.clamp(min=1)
+        global_sum = _all_reduce(loss_sum.detach().to(torch.float64), dist_)
+        global_loss = global_sum / n_scored.clamp(min=1)
         losses.append(float(global_loss))
         window_tokens += t.batch_size * t.seq_len
         if dist_.main and (step % t.log_every == 0 or step == stop):
@@ -365,9 +377,8 @@ def train(
         if dist_.main and (
             step == stop or (t.checkpoint_every and step % t.checkpoint_every == 0)
         ):
-            save_checkpoint(
-                checkpoint_dir(out_dir, step), model, optimizer, scheduler, data_gen, step, cfg, meta_task
-            )
+            path = checkpoint_dir(out_dir, step)
+            save_checkpoint(path, model, optimizer, scheduler, data_gen, step, cfg, meta_task)
     if bar is not None:
         bar.close()
     if dist_.world > 1:
@@ -391,7 +402,13 @@ class _Bar:
     """A rich progress bar showing the step and the latest loss."""
 
     def __init__(self, total: int, done: int, name: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn(f"[bold]{name}"),
