@@ -56,6 +56,8 @@ def test_stop_and_resume_continues_the_run_exactly(tmp_path: Path) -> None:
     assert first.losses + second.losses == whole.losses  # bit-for-bit, not approximately
     a, b = _weights(whole.model), _weights(second.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg, progress=False)  # a fresh run never overwrites an earlier one
     # The metrics of the resumed run read like one run's.
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").open()]
     assert steps == [2, 3, 4, 6, 8]

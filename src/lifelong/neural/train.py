@@ -302,6 +302,12 @@ def train(
     meta_task = task_meta(task, cfg)
 
     step = 0
+    if not resume and latest_checkpoint(out_dir) is not None:
+        # Never train over an earlier run: its checkpoints would mix with this one's.
+        raise ConfigError(
+            f"{out_dir} already holds checkpoints of a run",
+            hint="pass --resume to continue it, or choose another out_dir (--out-dir)",
+        )
     if resume:
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
