@@ -196,3 +196,20 @@ def test_every_model_runs_forward_and_backward_under_bf16_autocast() -> None:
         assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all(), kind
         logits.float().logsumexp(-1).mean().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()), kind
+
+
+def test_measure_model_reports_sizes_and_state_by_length() -> None:
+    from lifelong.neural.baselines import measure_model
+
+    rows = {}
+    for kind in ("transformer", "mag"):
+        cfg = RunConfig(name=kind, model=tiny(kind))
+        rows[kind] = measure_model(cfg, lengths=[32, 64], chunk=16, train_steps=1, batch_size=2, seq_len=16)
+    for kind, row in rows.items():
+        assert row["params"] == build_model(tiny(kind)).num_params()
+        assert [x["length"] for x in row["inference"]] == [32, 64]
+        assert row["train_tokens_per_s"] > 0 and all(x["tokens_per_s"] > 0 for x in row["inference"])
+    full = [x["state_mb"] for x in rows["transformer"]["inference"]]
+    assert full[1] == pytest.approx(2 * full[0])  # the KV cache doubles with the length
+    mag = [x["state_mb"] for x in rows["mag"]["inference"]]
+    assert mag[0] == mag[1]
