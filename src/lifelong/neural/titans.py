@@ -42,9 +42,11 @@ from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
 
 # A chunk's write sums the gradients of its b tokens at the chunk-start weights and
 # momentum (eta ~ 0.9) multiplies the step by up to ~10, so the inner loop is stable
-# only while b * theta stays small: with theta near 0.1, weights overflow within a few
-# thousand tokens. theta <= STABLE_LR_PER_CHUNK / b kept every tried shape (head
-# width 8-32, chunks 4-32) finite over 8k-token random streams at the largest theta.
+# only while theta stays small: with theta near 0.1, weights overflow within a few
+# hundred tokens. theta <= min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / b) kept every
+# tried shape (head width 8-32, chunks 2-32) finite over 4k-8k-token random streams
+# at the largest theta; 0.01 at chunk 4 did not.
+MAX_STABLE_LR = 0.005
 STABLE_LR_PER_CHUNK = 0.04
 
 
@@ -56,7 +58,7 @@ def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
         "head_dim": config.dim // config.n_heads,
         "depth": config.memory_depth,
         "chunk_size": config.memory_chunk,
-        "max_lr": min(0.1, STABLE_LR_PER_CHUNK / config.memory_chunk),
+        "max_lr": min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / config.memory_chunk),
     }
     options.update(config.memory_options)
     return NeuralMemoryConfig(**options)
