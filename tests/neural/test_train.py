@@ -61,6 +61,7 @@ def test_stop_and_resume_continues_the_run_exactly(tmp_path: Path) -> None:
     # The metrics of the resumed run read like one run's.
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").open()]
     assert steps == [2, 3, 4, 6, 8]
+    assert (tmp_path / "split" / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_checkpoint_loads_the_trained_model_with_its_task(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ The loop, top to bottom:
 3. each step draws a fresh batch from the task with a ``torch.Generator`` whose
    state is checkpointed, so a resumed run sees exactly the batches the
    uninterrupted run would have seen;
-4. metrics go to ``OUT/metrics.jsonl``, checkpoints to ``OUT/checkpoints/step_N/``.
+4. metrics go to ``OUT/metrics.jsonl`` (and the loss curve to ``OUT/loss.png``),
+   checkpoints to ``OUT/checkpoints/step_N/``.
 
 Distributed data parallel: launched by ``torchrun``, each rank draws the same
 global batch and trains on its slice; the loss is normalised by the number of
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lifelong.atomic import atomic_open, atomic_write_text
+from lifelong.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 from lifelong.errors import ConfigError, NotFoundError
 from lifelong.neural.configs import ModelConfig, RunConfig
 from lifelong.neural.lm import CausalLM, build_model
@@ -387,12 +388,37 @@ def train(
             save_checkpoint(path, model, optimizer, scheduler, data_gen, step, cfg, meta_task)
     if bar is not None:
         bar.close()
+    if dist_.main and metrics_path.exists():
+        atomic_write_bytes(out_dir / "loss.png", plot_metrics(metrics_path, cfg.name))
     if dist_.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(model=model, losses=losses, step=step, out_dir=out_dir)
+
+
+def plot_metrics(path: Path, title: str) -> bytes:
+    """The training loss curve from a metrics.jsonl, as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (scored tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
