@@ -51,6 +51,9 @@ def test_stop_and_resume_continues_the_run_exactly(tmp_path: Path) -> None:
     cfg = tiny_run(tmp_path / "split")
     first = train(cfg, until_step=3, progress=False)
     assert first.step == 3
+    other = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "window": 4}})
+    with pytest.raises(ConfigError, match="another model"):
+        train(other, resume=True, progress=False)
     second = train(cfg, resume=True, progress=False)
     assert second.step == 8
     assert first.losses + second.losses == whole.losses  # bit-for-bit, not approximately

@@ -317,8 +317,15 @@ def train(
             )
         from safetensors.torch import load_model
 
+        saved = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))["model"]
+        if saved != dataclasses.asdict(model.config):
+            raise ConfigError(
+                f"the checkpoint in {ckpt} is of another model than the config describes",
+                hint="resume with the config the run was started with",
+            )
         load_model(model, str(ckpt / "model.safetensors"), device=str(device))
-        state = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=False)
+        # RNG states must stay on the CPU; the optimizer moves its own state to the params.
+        state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_rng"])
