@@ -66,6 +66,9 @@ def bench_models_command(
     seq_len: int | None = typer.Option(None, help="Training length (default: the config's)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+    peak_memory: bool = typer.Option(
+        False, "--peak-memory", help="On CPU, also measure each pass's peak memory (fresh process)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
 ) -> None:
     """Parameters, training tokens/s, and streaming inference tokens/s and memory by length."""
@@ -83,7 +86,7 @@ def bench_models_command(
     if threads:
         torch.set_num_threads(threads)
     lens = [_parse_length(s) for s in lengths.split(",") if s.strip()]
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # the table needs the room
     rows = []
     for path in configs:
         cfg = load_config(path)
@@ -97,13 +100,15 @@ def bench_models_command(
                 batch_size=batch_size or cfg.train.batch_size,
                 seq_len=seq_len or cfg.train.seq_len,
                 device=device,
+                cpu_peak=peak_memory,
             )
         )
     title = f"models on {device}: training, and streaming inference in chunks of {chunk}"
     table = Table(title=title)
     for name in ("model", "params", "train tok/s", "length", "infer tok/s", "state MB"):
         table.add_column(name, justify="left" if name == "model" else "right")
-    if device.startswith("cuda"):
+    show_peak = device.startswith("cuda") or peak_memory
+    if show_peak:
         table.add_column("peak MB", justify="right")
     for r in rows:
         for i, x in enumerate(r["inference"]):
@@ -111,8 +116,8 @@ def bench_models_command(
             if i:
                 cells = ["", "", ""]
             cells += [_fmt_len(x["length"]), f"{x['tokens_per_s']:,.0f}", f"{x['state_mb']:.2f}"]
-            if device.startswith("cuda"):
-                cells.append(f"{x['peak_mb']:.0f}")
+            if show_peak:
+                cells.append(f"{x['peak_mb']:.1f}")
             table.add_row(*cells)
     console.print(table)
     if json_out is not None:

@@ -59,14 +59,17 @@ def measure_model(
     batch_size: int = 8,
     seq_len: int = 256,
     device: str = "cpu",
+    cpu_peak: bool = False,
 ) -> dict[str, Any]:
     """Training and streaming-inference throughput and memory of one config.
 
     Inputs are random token ids: speed and memory do not depend on what the
     tokens say. Inference streams one sequence (batch 1) in chunks of ``chunk``
     tokens, carrying the state; ``state_mb`` is what the model carries after
-    ``length`` tokens (KV cache, recurrent or memory state), ``peak_mb`` the CUDA
-    allocator's peak during the pass (CUDA only).
+    ``length`` tokens (KV cache, recurrent or memory state), ``peak_mb`` the peak
+    memory of the pass above what the loaded model holds: the CUDA allocator's
+    peak on a GPU; with ``cpu_peak`` on the CPU, the peak resident memory of a fresh
+    process doing only that pass (``inference_peak_mb``).
     """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -118,6 +121,8 @@ def measure_model(
         }
         if dev.type == "cuda":
             row["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        elif cpu_peak:
+            row["peak_mb"] = inference_peak_mb(cfg, length, chunk)
         inference.append(row)
     return {
         "name": cfg.name,
@@ -130,6 +135,62 @@ def measure_model(
         "chunk": chunk,
         "device": device,
     }
+
+
+def inference_peak_mb(cfg: RunConfig, length: int, chunk: int) -> float:
+    """Peak resident memory (MB) of streaming ``length`` tokens, above the loaded model.
+
+    CPU PyTorch keeps no allocator statistics, so the pass runs in a fresh process
+    (nothing earlier has grown its heap) while a thread samples its resident set
+    size every millisecond; the baseline is the size just before the pass.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_peak_child, args=(cfg.to_dict(), length, chunk, torch.get_num_threads(), queue)
+    )
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_child(cfg_dict: dict, length: int, chunk: int, threads: int, queue: Any) -> None:
+    import threading
+
+    torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(cfg_dict)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).eval()
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.randint(0, model.config.vocab_size, (1, length), generator=gen)
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            done.wait(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    state = None
+    with torch.no_grad():
+        for s in range(0, length, chunk):
+            _, state = model(seq[:, s : s + chunk], state)
+    done.set()
+    sampler.join()
+    queue.put((max(peak[0], _rss_bytes()) - base) / 2**20)
 
 
 def _sync(dev: torch.device) -> None:
