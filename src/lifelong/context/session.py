@@ -179,15 +179,13 @@ class Session:
         return outcome
 
     # -- 1. the prompt ------------------------------------------------------------
-    def _context_block(self, task: Task) -> str:
-        """Everything before the working steps: preamble, notes, indexes, prefetched page."""
+    def _context_block(self, task: Task, *, tools: bool = False) -> str:
+        """Everything before the working steps. Order matters for small models:
+        indexes and instructions first, pages next, and the notes last, nearest
+        the task, so they are what the model reads right before answering."""
         parts: list[str] = []
         if self.config.preamble:
             parts.append(self.config.preamble.strip() + "\n")
-        if self.notes is not None:
-            block = self.notes.render()
-            if block:
-                parts.append(block)
         if self.docs is not None:
             index = self.docs.tree_text()
             if index:
@@ -195,8 +193,14 @@ class Session:
         if task.environment:
             listing = "\n".join(f"- {p}" for p in sorted(task.environment))
             parts.append("## Task files\n" + listing + "\n")
+        if tools:
+            parts.append(TEXT_PROTOCOL + "\n")
         for path, text in self._prefetch(task):
             parts.append(f"## From {path}\n{text.strip()}\n")
+        if self.notes is not None:
+            block = self.notes.render()
+            if block:
+                parts.append(block)
         return "\n".join(parts)
 
     def _prefetch(self, task: Task) -> list[tuple[str, str]]:
@@ -244,11 +248,13 @@ class Session:
             steps.append(f"Your answer: {answer}\nFeedback: {said}")
 
     def _attempt_text(self, task: Task, steps: list[str], transcript: list[Message]) -> str:
-        context = self._context_block(task)
+        has_files = self.docs is not None or bool(task.environment)
+        contexts = {flag: self._context_block(task, tools=flag) for flag in {False, has_files}}
         for step in range(self.config.max_steps + 1):
-            can_use_tools = step < self.config.max_steps and (self.docs is not None or task.environment)
-            prompt = self._assemble(context, steps, task, tools=bool(can_use_tools))
-            prompt = self._compact_if_needed(prompt, context, steps, task, bool(can_use_tools))
+            can_use_tools = has_files and step < self.config.max_steps
+            context = contexts[can_use_tools]
+            prompt = self._assemble(context, steps, task)
+            prompt = self._compact_if_needed(prompt, context, steps, task)
             stop = list(self.config.stop) if self.config.stop is not None else ["\n\n\n", "\n## "]
             c = self._complete(prompt, max_tokens=self.config.max_tokens, stop=stop)
             reply = _first_line(c.text)
@@ -264,13 +270,11 @@ class Session:
             result = self._run_tool(task, verb, arg, offset)
             self._tool_calls += 1
             transcript.append({"role": "tool", "content": result})
-            steps.append(f"> {command[0]} {command[1]}\n{result}")
+            steps.append(f"> {verb} {arg}\n{result}")
         return ""
 
-    def _assemble(self, context: str, steps: Sequence[str], task: Task, *, tools: bool) -> str:
+    def _assemble(self, context: str, steps: Sequence[str], task: Task) -> str:
         parts = [context] if context else []
-        if tools:
-            parts.append(TEXT_PROTOCOL + "\n")
         if steps:
             parts.append("\n\n".join(steps) + "\n")
         parts.append("## Task\n" + self._task_text(task))
@@ -330,8 +334,7 @@ class Session:
         return self._budget.add(c)
 
     # -- compaction --------------------------------------------------------------
-    def _compact_if_needed(self, prompt: str, context: str, steps: list[str], task: Task,
-                           tools: bool) -> str:
+    def _compact_if_needed(self, prompt: str, context: str, steps: list[str], task: Task) -> str:
         limit = int(self.config.compact_at * self.llm.context_window) - self.config.max_tokens
         if len(steps) < 2 or self.llm.count_tokens(prompt) <= limit:
             return prompt
@@ -341,7 +344,7 @@ class Session:
         c = self._complete(ask, max_tokens=96, stop=["\n\n"])
         steps[:-1] = [f"Summary of earlier steps: {c.text.strip()}"]
         self._compactions += 1
-        return self._assemble(context, steps, task, tools=tools)
+        return self._assemble(context, steps, task)
 
     # -- 4. reflection -----------------------------------------------------------
     def _reflect(self, task: Task, outcome: Outcome) -> None:
@@ -365,7 +368,7 @@ class Session:
                 f"Task: {_one_line(task.prompt, 400)}", f"Answer given: {outcome.answer or '(none)'}",
                 f"Result: {result}", "", "Documentation:"])
             c = self._complete(prompt, max_tokens=self.config.doc_max_tokens, stop=["\n\n\n"])
-            entry = c.text.strip()
+            entry = _without_repeats(c.text.strip())
             outcome.transcript.append({"role": "reflection", "content": entry})
             path = self._write_doc(task, outcome, entry)
             if path:
@@ -407,8 +410,9 @@ class Session:
         record = [f"## Session {outcome.session_id} — task {task.id or outcome.session_id}", ""]
         if entry:
             record += [entry, ""]
+        # Worded so a reader does not mistake the record for an answer to copy.
         record += ["Record:", f"- task: {_one_line(task.prompt, 300)}",
-                   f"- answer: {outcome.answer or '(none)'}", f"- result: {_result_line(outcome)}"]
+                   f"- tried: {outcome.answer or 'nothing'}", f"- outcome: {_result_line(outcome)}"]
         for f in outcome.feedback:
             record.append(f"- feedback: {f}")
         section = "\n".join(record) + "\n"
@@ -444,6 +448,18 @@ _TOOL_SCHEMAS = [
         "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
                        "required": ["query"]}}},
 ]
+
+
+def _without_repeats(text: str) -> str:
+    """Drop sentences already said: small models loop ("It is not working. It is not working.")."""
+    seen: set[str] = set()
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        key = " ".join(sentence.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return " ".join(kept)
 
 
 def _first_line(text: str) -> str:
