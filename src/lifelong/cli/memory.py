@@ -74,7 +74,7 @@ def bench_memory_cmd(
     timings = ms.run_speed(cfg, progress=lambda s: console.print(f"  {s}", style="dim"))
     res = ms.summarize(cfg, timings)
 
-    table = Table(title="tokens/s (best repeat; median in brackets)")
+    table = Table(title="tokens/s: best repeat (median)")
     for col in ("library", "train tok/s", "infer tok/s"):
         table.add_column(col, justify="right" if col != "library" else "left")
     table.add_row("lifelong", f"{res['train_tok_s']:,.0f} ({res['train_tok_s_median']:,.0f})",
@@ -82,7 +82,13 @@ def bench_memory_cmd(
     if peer:
         table.add_row(peer, f"{res['peer_train_tok_s']:,.0f} ({res['peer_train_tok_s_median']:,.0f})",
                       f"{res['peer_infer_tok_s']:,.0f} ({res['peer_infer_tok_s_median']:,.0f})")
-        table.add_row("ratio", f"{res['train_ratio']:.2f}×", f"{res['infer_ratio']:.2f}×")
+        table.add_row(
+            "ratio: median pair (best/best; pair range)",
+            f"{res['train_ratio']:.2f}× ({res['train_ratio_best']:.2f}×; "
+            f"{res['train_ratio_min']:.2f}–{res['train_ratio_max']:.2f})",
+            f"{res['infer_ratio']:.2f}× ({res['infer_ratio_best']:.2f}×; "
+            f"{res['infer_ratio_min']:.2f}–{res['infer_ratio_max']:.2f})",
+        )
     console.print(table)
 
     fwd = ms.forward_flops_per_token(cfg)
@@ -97,8 +103,8 @@ def bench_memory_cmd(
     )
 
     if lengths:
-        mem = Table(title=f"streaming inference, {stream_piece} tokens per call: peak RSS (MiB)")
-        for col in ("tokens", "after first call", "after all", "growth"):
+        mem = Table(title=f"streaming inference, {stream_piece} tokens per call: RSS (MiB, /proc)")
+        for col in ("tokens", "after first call", "peak over the rest", "growth"):
             mem.add_column(col, justify="right")
         for length, base, top in ms.run_stream_memory(cfg):
             mem.add_row(f"{length:,}", f"{base:,.1f}", f"{top:,.1f}", f"{top - base:+,.1f}")
