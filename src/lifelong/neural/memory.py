@@ -232,8 +232,9 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
 
     log_keep = F.logsigmoid(-gate_logits[..., 1])  # log(1 − α_t)
     b = log_keep.shape[-1]
-    # A_t = Π_{j>t} (1 − α_j): reversed inclusive cumsum minus own term
-    log_A = torch.flip(torch.cumsum(torch.flip(log_keep, [-1]), -1), [-1]) - log_keep
+    # A_t = Π_{j>t} (1 − α_j): an exclusive suffix sum of the log-gates
+    after = F.pad(log_keep[..., 1:], (0, 1))  # log(1 − α_{t+1}), 0 past the end
+    log_A = torch.flip(torch.cumsum(torch.flip(after, [-1]), -1), [-1])
     a = torch.exp(log_keep.sum(-1))
     if not config.momentum:  # η ≡ 0: S_t = −θ_t u_t, so M_end = a M₀ − Σ θ_i A_i u_i
         zero = torch.zeros_like(a)
@@ -466,6 +467,7 @@ class NeuralMemory(nn.Module):
         scale = 2 * coef.c if coef.e is None else torch.full_like(coef.c, 2.0)
         two_c = scale.unsqueeze(-1).unbind(1)
         outs: list[Tensor] = []
+        # chunked form: one sequential step per chunk, everything inside it batched
         for n in range(n_full + 1):
             if q is not None and q_sizes[n] > 0:  # retrieval: the chunk-start weights
                 outs.append(memory_mlp(W, q_chunks[n])[0])
