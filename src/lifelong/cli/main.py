@@ -34,10 +34,11 @@ def _register_areas() -> None:
     from lifelong.cli import context_data as context_data_cli
     from lifelong.cli import learn as learn_cli
     from lifelong.cli import llm as llm_cli
+    from lifelong.cli import mcp as mcp_cli
     from lifelong.cli import memory as memory_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli, learn_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli, learn_cli, mcp_cli):
         area.register(app, bench_app)
 
 
