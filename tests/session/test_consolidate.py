@@ -79,12 +79,12 @@ def test_over_budget_hook_consolidates_then_the_write_fits(tmp_path):
     from lifelong.context import open_store, word_count
 
     store = open_store(f"sqlite:///{tmp_path}/m.db")
-    notes = Notes(store, "ns", 40, word_count, create=True)
+    notes = Notes(store, "ns", 30, word_count, create=True)
     a = notes.add("The office is in Berlin near the main station.").note
     b = notes.add("The office moved to Munich in May this year.").note
-    llm = ScriptedLLM([f"[{b}] Office: Munich.\nDROP [{a}]\nEND"])
+    llm = ScriptedLLM([f"[{b.id}] Office: Munich.\nDROP [{a.id}]\nEND"])
     notes.on_over_budget = consolidation_hook(llm)
     notes.add("Reports are due on Friday at noon, every week, to the team lead.")
     assert [n.text for n in notes.list()] == ["Office: Munich.",
                                                "Reports are due on Friday at noon, every week, to the team lead."]
-    assert notes.tokens() <= 40
+    assert notes.tokens() <= 30

@@ -80,7 +80,7 @@ class SessionConfig:
     reflect: bool = True
     note_ops: frozenset[str] = ALL_NOTE_OPS  # what reflection may do to notes
     use_docs: bool = True
-    prefetch_docs: int = 1  # best-matching doc pages put in the prompt up front
+    prefetch_docs: int = 0  # best-matching doc pages put in the prompt up front (RAG-style)
     page_tokens: int = 256  # size of one READ page
     preamble: str | None = None  # extra context, e.g. a previous transcript
     compact_at: float = 0.8  # compact when the prompt passes this share of the window
