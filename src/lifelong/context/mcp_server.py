@@ -150,8 +150,10 @@ def build_server(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
     # the store connection and the model's tokenizer single-threaded.
     lock = threading.Lock()
 
-    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., CallToolResult]], None]:
-        def register(fn: Callable[..., CallToolResult]) -> None:
+    ToolFn = Callable[..., CallToolResult]
+
+    def tool(annotations: ToolAnnotations) -> Callable[[ToolFn], ToolFn]:
+        def register(fn: ToolFn) -> ToolFn:
             @functools.wraps(fn)  # the SDK reads the name and signature through this
             def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
                 with lock:
@@ -165,6 +167,7 @@ def build_server(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
             # The docstring, dedented and unwrapped, is the description the client's model reads.
             description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
             server.add_tool(guarded, description=description, annotations=annotations)
+            return fn
 
         return register
 
