@@ -32,13 +32,15 @@ def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
     from lifelong.cli import bench_tasks as bench_tasks_cli
     from lifelong.cli import context_data as context_data_cli
+    from lifelong.cli import context_run as context_run_cli
+    from lifelong.cli import demo as demo_cli
     from lifelong.cli import learn as learn_cli
     from lifelong.cli import llm as llm_cli
     from lifelong.cli import mcp as mcp_cli
     from lifelong.cli import memory as memory_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, memory_cli, learn_cli, mcp_cli):
+    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, context_run_cli, demo_cli, memory_cli, learn_cli, mcp_cli):
         area.register(app, bench_app)
 
 
