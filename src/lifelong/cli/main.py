@@ -40,7 +40,9 @@ def _register_areas() -> None:
     from lifelong.cli import memory as memory_cli
     from lifelong.cli import neural as neural_cli
 
-    for area in (llm_cli, bench_tasks_cli, neural_cli, context_data_cli, context_run_cli, demo_cli, memory_cli, learn_cli, mcp_cli):
+    areas = (llm_cli, demo_cli, context_run_cli, context_data_cli, mcp_cli, learn_cli,
+             memory_cli, neural_cli, bench_tasks_cli)
+    for area in areas:
         area.register(app, bench_app)
 
 
