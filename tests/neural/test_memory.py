@@ -234,7 +234,7 @@ def test_memory_memorizes_random_pairs_and_alpha_one_erases(seed, depth, chunk):
     erase = gates.clone()
     erase[..., 0], erase[..., 1] = -40.0, 40.0  # θ ≈ 0, α = 1
     state = m.write_associations(k, v, erase, state)
-    assert max(float(w.abs().max()) for w in state.weights) < 1e-12
+    assert max(float(w.detach().abs().max()) for w in state.weights) < 1e-12
     assert abs(error(state) - 1.0) < 1e-9  # M(k) = 0: nothing left but ‖v‖
 
 

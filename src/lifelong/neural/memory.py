@@ -206,10 +206,11 @@ def _segsum(log_g: Tensor) -> Tensor:
     """out[..., t, i] = Σ_{i<j≤t} log_g[..., j] for t ≥ i, −inf above the diagonal."""
     b = log_g.shape[-1]
     x = log_g.unsqueeze(-1).expand(*log_g.shape, b)  # x[..., j, i] = log_g[j]
-    strict = torch.tril(torch.ones(b, b, dtype=torch.bool, device=log_g.device), -1)
-    x = x.masked_fill(~strict, 0.0)
+    idx = torch.arange(b, device=log_g.device)  # (masks by comparison: torch.tril is
+    row, col = idx[:, None], idx[None, :]  # slow on tiny tensors on a busy CPU)
+    x = x.masked_fill(row <= col, 0.0)  # keep j > i
     out = torch.cumsum(x, dim=-2)
-    return out.masked_fill(~torch.tril(torch.ones_like(strict)), float("-inf"))
+    return out.masked_fill(row < col, float("-inf"))
 
 
 @dataclass
@@ -230,7 +231,8 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
         eta = torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
         return ChunkCoefficients(a=keep, kappa=eta, h=eta, c=theta, e=None)
 
-    log_keep = F.logsigmoid(-gate_logits[..., 1])  # log(1 − α_t)
+    # log σ(x) = −softplus(−x); (F.logsigmoid is slow on tiny tensors on a busy CPU)
+    log_keep = -F.softplus(gate_logits[..., 1])  # log(1 − α_t)
     b = log_keep.shape[-1]
     # A_t = Π_{j>t} (1 − α_j): an exclusive suffix sum of the log-gates
     after = F.pad(log_keep[..., 1:], (0, 1))  # log(1 − α_{t+1}), 0 past the end
@@ -239,7 +241,7 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
     if not config.momentum:  # η ≡ 0: S_t = −θ_t u_t, so M_end = a M₀ − Σ θ_i A_i u_i
         zero = torch.zeros_like(a)
         return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=None)
-    log_eta = F.logsigmoid(gate_logits[..., 2])
+    log_eta = -F.softplus(-gate_logits[..., 2])  # log η_t
     L = torch.exp(_segsum(log_eta))  # L[t, i] = Π_{i<j≤t} η_j, zero above diagonal
     A = torch.exp(log_A)
     H = torch.exp(torch.cumsum(log_eta, -1))
