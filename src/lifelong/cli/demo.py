@@ -90,7 +90,15 @@ def demo_cmd(
         from lifelong.learn.demo import run_side_by_side
 
         console.print(f"{episodes} episodes per strategy; each: a writer session, then fresh readers")
-        run_side_by_side(llm, episodes=episodes, out=root / "learn", echo=True)
+        summaries = run_side_by_side(llm, episodes=episodes, out=root / "learn", echo=False)
+        table = Table("strategy", "similar", "dissimilar", "writer", "note tokens", "reward")
+        for s in summaries:
+            table.add_row(s["strategy"], f"{s['similar']:.2f} (n={s['n_similar']})",
+                          f"{s['dissimilar']:.2f} (n={s['n_dissimilar']})", f"{s['writer_score']:.2f}",
+                          f"{s['note_tokens']:.0f}", f"{s['reward']:.3f}")
+        console.print(table)
+        console.print("[dim]reader scores on tasks similar and dissimilar to the writer's; "
+                      "reward = reader score − λ·note tokens − μ·context tokens[/]")
         store.close()
         llm.close()
     console.print(f"\n[dim]demo finished in {time.perf_counter() - t0:.0f} s[/]")
