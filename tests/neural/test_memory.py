@@ -145,6 +145,9 @@ def test_save_load_continue_is_exact(seed, tmp_path):
     s_half.save(path)
     loaded = MemoryState.load(path, expect_fingerprint=m.config.fingerprint())
     assert_states_equal(loaded, s_half)
+    assert_states_equal(m.load_state(path), s_half)
+    with pytest.raises(StateError, match="different configuration"):
+        make(tiny(chunk_size=4), seed).load_state(path)
     y_rest, s_end = m(x[:, 7:], loaded)
     y_mem, _ = m(x[:, 7:], s_half)
     assert torch.equal(y_rest, y_mem)  # the file round trip is bit-exact

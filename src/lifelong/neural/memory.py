@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -355,6 +356,13 @@ class NeuralMemory(nn.Module):
             fingerprint=cfg.fingerprint(),
             config=asdict(cfg),
         )
+
+    def load_state(self, path: str | os.PathLike[str]) -> MemoryState:
+        """Read a state saved by ``MemoryState.save``, checked against this config,
+        on this module's device and dtype."""
+        p = self.init_weights[0]
+        state = MemoryState.load(path, expect_fingerprint=self.config.fingerprint())
+        return state.to(device=p.device, dtype=p.dtype)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != self.config.dim:
