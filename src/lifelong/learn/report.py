@@ -149,9 +149,13 @@ def _png(plt: Any, fig: Any) -> bytes:
     return buf.getvalue()
 
 
+_MARKERS = ("o", "s", "^", "x", "D", "v", "*")
+_STYLES = ("-", "--", "-.", ":")
+
+
 def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
     plt, (fig, ax) = _figure()
-    for name, records in runs.items():
+    for i, (name, records) in enumerate(runs.items()):
         eps = [r for r in records if r["type"] == "episode"]
         xs = [e["episode"] for e in eps]
         # Running mean: a reader score per episode from 4 readers is too noisy to read alone.
@@ -159,7 +163,10 @@ def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
         for i, e in enumerate(eps):
             total += e["reader_score"]
             ys.append(total / (i + 1))
-        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        # Strategies can tie exactly (same notes, same answers): vary the style so none hides.
+        ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], markersize=4,
+                linestyle=_STYLES[i % len(_STYLES)], label=name)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("episode")
     ax.set_ylabel("reader score (running mean)")
     ax.set_ylim(-0.02, 1.02)
@@ -187,17 +194,27 @@ def plot_similar_dissimilar(summaries: Sequence[dict[str, Any]]) -> bytes:
 
 def plot_memory_tokens(runs: dict[str, list[dict]]) -> bytes:
     plt, (fig, ax) = _figure()
-    for name, records in runs.items():
+    docs_ax = None
+    for i, (name, records) in enumerate(runs.items()):
         eps = [r for r in records if r["type"] == "episode"]
-        ax.plot([e["episode"] for e in eps], [e["note_tokens"] for e in eps], marker="o", markersize=3,
-                label=f"{name} notes")
+        xs = [e["episode"] for e in eps]
+        ax.plot(xs, [e["note_tokens"] for e in eps], marker=_MARKERS[i % len(_MARKERS)],
+                markersize=4, linestyle=_STYLES[i % len(_STYLES)], label=f"{name} notes")
         if any(e["doc_tokens"] for e in eps):
-            ax.plot([e["episode"] for e in eps], [e["doc_tokens"] for e in eps], linestyle="--",
-                    label=f"{name} docs")
+            # Documentation is 10-100x the notes: its own axis, or the notes flatten to zero.
+            docs_ax = docs_ax or ax.twinx()
+            docs_ax.plot(xs, [e["doc_tokens"] for e in eps], color="grey", linestyle="--",
+                         label=f"{name} docs (right axis)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("episode")
-    ax.set_ylabel("tokens readers inherit")
+    ax.set_ylabel("note tokens readers inherit")
     ax.set_title("Memory size over time")
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if docs_ax is not None:
+        docs_ax.set_ylabel("documentation tokens")
+        more = docs_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, fontsize=8)
     return _png(plt, fig)
 
 
