@@ -37,7 +37,11 @@ def eval_cmd(
     note_budget: int = typer.Option(400, min=1, help="token budget of the notes block"),
     concurrency: int = typer.Option(1, min=1, help="readers at once (server backends only)"),
 ) -> None:
-    """Run the protocol; print a summary table, write plots and report.html into OUT."""
+    """Run the protocol; print a summary table, write plots and report.html into OUT.
+
+    The last line is ``reward=… similar=… dissimilar=… note_tokens=…``; with
+    ``--strategy all`` there is one such line per strategy, prefixed ``NAME: ``.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

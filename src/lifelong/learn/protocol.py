@@ -23,6 +23,13 @@ running stream: all strategies see the same tasks, and a resumed run draws
 exactly what the interrupted one would have. The JSONL log is rewritten
 atomically after every session; on restart finished sessions are skipped and
 the memory is restored from the last episode's snapshot.
+
+With a deterministic backend the log is byte-for-byte repeatable apart from
+``latency_s``. The embedded model is deterministic per prompt sequence: two
+fresh processes give the same log; within one process, llama.cpp's prompt
+cache changes batch shapes (and the last bits of the logits) once the same
+prompts have been seen before — use ``local?cache_prompt=false`` to compare
+runs made in one process.
 """
 
 from __future__ import annotations
