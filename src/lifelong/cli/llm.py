@@ -70,11 +70,10 @@ def bench_llm_cmd(
 ) -> None:
     """Prefill and decode tokens/s and load time of a model backend."""
     from lifelong.llm import load_llm
-    from lifelong.llm.bench import LlamaCppPythonLLM, bench_llm
+    from lifelong.llm.bench import LlamaCppPythonLLM, bench_llms
 
     spec = model or None
-    runs = [bench_llm(lambda: load_llm(spec), prompt_tokens=prompt_tokens,
-                      decode_tokens=decode_tokens, repeats=repeats)]
+    openers = [lambda: load_llm(spec)]
     if compare:
         if compare != "llama-cpp-python":
             from lifelong.errors import ConfigError
@@ -83,8 +82,8 @@ def bench_llm_cmd(
         from lifelong.llm.model_files import default_model_path
 
         path = str(default_model_path())
-        runs.append(bench_llm(lambda: LlamaCppPythonLLM(path), prompt_tokens=prompt_tokens,
-                              decode_tokens=decode_tokens, repeats=repeats))
+        openers.append(lambda: LlamaCppPythonLLM(path))
+    runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats)
     table = Table(title="model backend throughput")
     for col in ("backend", "load s", "prefill tok/s", "decode tok/s", "prompt tok", "decoded tok"):
         table.add_column(col, justify="right" if col != "backend" else "left")
@@ -93,6 +92,10 @@ def bench_llm_cmd(
                       str(r.prompt_tokens), str(r.decode_tokens))
     console.print(table)
     r = runs[0]
+    if len(runs) > 1:
+        p = runs[1]
+        print(f"ratio to {p.name}: prefill {r.prefill_tok_s / p.prefill_tok_s:.2f}x, "
+              f"decode {r.decode_tok_s / p.decode_tok_s:.2f}x, load {r.load_s / p.load_s:.2f}x")
     print(f"prefill_tok_s={r.prefill_tok_s:.1f} decode_tok_s={r.decode_tok_s:.1f} load_s={r.load_s:.2f}")
 
 

@@ -39,35 +39,41 @@ def _prompt(tag: int, target_tokens: int, count: Callable[[str], int]) -> str:
     return text
 
 
-def bench_llm(open_model: Callable[[], LLM], *, prompt_tokens: int = 512, decode_tokens: int = 128,
-              repeats: int = 3) -> LLMBenchResult:
-    t0 = time.perf_counter()
-    llm = open_model()
-    load_s = getattr(llm, "load_s", None) or (time.perf_counter() - t0)
+def bench_llms(openers: list[Callable[[], LLM]], *, prompt_tokens: int = 512, decode_tokens: int = 128,
+               repeats: int = 3) -> list[LLMBenchResult]:
+    """Measure several backends in one run, interleaving their repeats so that
+    a change in the machine's load falls on all of them alike."""
+    models, loads = [], []
     try:
-        llm.complete("Warm up.", max_tokens=2, seed=0)
-        prefill, decode = [], []
-        n_prompt = n_decode = 0
+        for open_model in openers:
+            t0 = time.perf_counter()
+            llm = open_model()
+            loads.append(getattr(llm, "load_s", None) or (time.perf_counter() - t0))
+            models.append(llm)
+            llm.complete("Warm up.", max_tokens=2, seed=0)
+        prefill: list[list[float]] = [[] for _ in models]
+        decode: list[list[float]] = [[] for _ in models]
+        n_prompt = [0] * len(models)
+        n_decode = [0] * len(models)
         for r in range(repeats):
-            p = _prompt(2 * r, prompt_tokens, llm.count_tokens)
-            one = llm.complete(p, max_tokens=1, seed=0)
-            prefill.append(one.prompt_tokens / one.latency_s)
-            n_prompt = one.prompt_tokens
-            q = _prompt(2 * r + 1, prompt_tokens, llm.count_tokens)
-            base = llm.complete(q, max_tokens=1, seed=0)
-            q2 = _prompt(2 * r + 1001, prompt_tokens, llm.count_tokens)
-            many = llm.complete(q2, max_tokens=decode_tokens, seed=0)
-            extra = many.completion_tokens - 1
-            if extra > 0:
-                decode.append(extra / max(1e-9, many.latency_s - base.latency_s))
-                n_decode = many.completion_tokens
-        return LLMBenchResult(
-            name=llm.name, load_s=load_s, prefill_tok_s=statistics.median(prefill),
-            decode_tok_s=statistics.median(decode) if decode else float("nan"),
-            prompt_tokens=n_prompt, decode_tokens=n_decode,
-        )
+            for i, llm in enumerate(models):
+                p = _prompt(3 * r, prompt_tokens, llm.count_tokens)
+                one = llm.complete(p, max_tokens=1, seed=0)
+                prefill[i].append(one.prompt_tokens / one.latency_s)
+                n_prompt[i] = one.prompt_tokens
+                base = llm.complete(_prompt(3 * r + 1, prompt_tokens, llm.count_tokens), max_tokens=1, seed=0)
+                many = llm.complete(_prompt(3 * r + 2, prompt_tokens, llm.count_tokens),
+                                    max_tokens=decode_tokens, seed=0)
+                if many.completion_tokens > 1:
+                    decode[i].append((many.completion_tokens - 1) / max(1e-9, many.latency_s - base.latency_s))
+                    n_decode[i] = many.completion_tokens
+        return [LLMBenchResult(name=m.name, load_s=loads[i], prefill_tok_s=statistics.median(prefill[i]),
+                               decode_tok_s=statistics.median(decode[i]) if decode[i] else float("nan"),
+                               prompt_tokens=n_prompt[i], decode_tokens=n_decode[i])
+                for i, m in enumerate(models)]
     finally:
-        llm.close()
+        for m in models:
+            m.close()
 
 
 class LlamaCppPythonLLM:
