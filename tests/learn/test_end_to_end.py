@@ -11,6 +11,8 @@ from lifelong.learn import Protocol, ProtocolConfig, get_strategy, load_suite, r
 from lifelong.learn.protocol import read_jsonl
 from lifelong.learn.report import FINAL_LINE_RE
 
+from tests.llm.conftest import llm_server  # noqa: F401  (the real server fixture)
+
 from .scripted import ScriptedLLM, ScriptedSession
 
 SMALL = ["--episodes", "2", "--readers", "1", "--max-tokens", "10", "--reflection-tokens", "24",
@@ -73,3 +75,23 @@ def test_side_by_side_for_the_demo(tmp_path, capsys):
     assert summaries[0]["note_tokens"] == 0 and summaries[1]["note_tokens"] > 0
     out = capsys.readouterr().out
     assert "none: reward=" in out and "full: reward=" in out
+
+
+@pytest.mark.slow
+def test_readers_run_concurrently_against_a_server(llm_server, tmp_path):
+    """The real Session against llama.cpp's OpenAI-compatible server, 3 readers at once."""
+    from lifelong.llm import load_llm
+
+    llm = load_llm(f"openai:{llm_server}/v1#gemma")
+    try:
+        config = ProtocolConfig(episodes=1, readers=3, seed=2, max_tokens=8, reflection_max_tokens=16,
+                                concurrency=3)
+        result = Protocol(llm, load_suite("onboarding", 2), get_strategy("notes"), config, tmp_path).run()
+    finally:
+        llm.close()
+    readers = [s for s in result.sessions if s["role"] == "reader"]
+    assert [s["index"] for s in readers] == [0, 1, 2]  # logged in order, whatever order they finished
+    assert all(s["error"] is None and s["completion_tokens"] > 0 for s in readers)
+    writer = result.sessions[0]
+    assert all(s["note_tokens"] == writer["memory_note_tokens"] for s in readers)
+    assert len(result.episodes) == 1
