@@ -151,8 +151,9 @@ def forward_flops_per_token(cfg: MemoryBenchConfig) -> float:
     return float(proj + mc.heads * per_head)
 
 
-def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s of a square matmul on this device: the practical peak."""
+def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
+    """Measured FLOP/s of a square matmul on this device (best of ``repeats``): the
+    practical peak. On a machine shared with other jobs it is a lower bound."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
