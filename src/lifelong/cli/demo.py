@@ -26,7 +26,8 @@ console = Console()
 def demo_cmd(
     model: Annotated[str | None, typer.Option("--model", "-m", envvar="LIFELONG_MODEL",
                                               help="Model spec (default: local, the embedded Gemma 3 270M).")] = None,
-    episodes: Annotated[int, typer.Option(help="Protocol episodes per strategy in act 3.")] = 3,
+    episodes: Annotated[int, typer.Option(help="Protocol episodes per strategy in act 3.")] = 5,
+    readers: Annotated[int, typer.Option(help="Fresh reader sessions per episode in act 3.")] = 3,
     keep: Annotated[Path | None, typer.Option(help="Keep the demo's memory and report in this folder.")] = None,
 ) -> None:
     """Show context memory at work on the embedded model (a few minutes on 2 cores)."""
@@ -90,7 +91,7 @@ def demo_cmd(
         from lifelong.learn.demo import run_side_by_side
 
         console.print(f"{episodes} episodes per strategy; each: a writer session, then fresh readers")
-        summaries = run_side_by_side(llm, episodes=episodes, out=root / "learn", echo=False)
+        summaries = run_side_by_side(llm, episodes=episodes, readers=readers, out=root / "learn", echo=False)
         table = Table("strategy", "similar", "dissimilar", "writer", "note tokens", "reward")
         for s in summaries:
             table.add_row(s["strategy"], f"{s['similar']:.2f} (n={s['n_similar']})",
