@@ -14,16 +14,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lifelong.context.store.base import (
-    DocRow,
-    DocVersion,
-    NoteEvent,
-    NoteRow,
-    SearchHit,
-    Store,
-    Tx,
-    validate_namespace,
-)
+from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
+from lifelong.context.store.sql import SqlTx
 from lifelong.errors import ConfigError, StoreError
 
 MIGRATIONS: list[list[str]] = [
@@ -78,119 +70,19 @@ MIGRATIONS: list[list[str]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x6C6966656C6F6E  # any constant: serialises concurrent first opens
 
-_NOTE_COLS = "id, namespace, text, status, created, updated, model, session, task, tags, tokens, superseded_by"
-_EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
 
+class PostgresTx(SqlTx):
+    def _execute(self, sql: str, params: tuple = ()):
+        return self.conn.execute(sql.replace("?", "%s"), params)
 
-def _tags(raw: str) -> list[str]:
-    return [] if raw == "[]" else json.loads(raw)
+    def _insert(self, sql: str, *args: object) -> int:
+        return int(self._q(sql + " RETURNING id", *args).fetchone()[0])
 
-
-def _note(r: tuple) -> NoteRow:
-    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _tags(r[9]), r[10], r[11])
-
-
-def _event(r: tuple) -> NoteEvent:
-    return NoteEvent(
-        note_id=r[1], kind=r[2], at=r[3], old_text=r[4], new_text=r[5], model=r[6],
-        session=r[7], task=r[8], block_tokens=r[9], related_id=r[10], id=r[0],
-    )
-
-
-class PostgresTx(Tx):
-    def __init__(self, conn, namespace: str) -> None:  # conn: psycopg.Connection
-        self.conn = conn
-        self.namespace = namespace
-
-    def _q(self, sql: str, *args: object):
-        # The namespace is always the first parameter: no query here runs unscoped.
-        return self.conn.execute(sql, (self.namespace, *args))
-
-    # -- notes ---------------------------------------------------------------
-    def note_get(self, note_id: int) -> NoteRow | None:
-        r = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s AND id = %s", note_id).fetchone()
-        return _note(r) if r else None
-
-    def notes(self, status: str | None = "active") -> list[NoteRow]:
-        if status is None:
-            cur = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s ORDER BY created, id")
-        else:
-            cur = self._q(
-                f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = %s AND status = %s ORDER BY created, id",
-                status,
-            )
-        return [_note(r) for r in cur.fetchall()]
-
-    def active_texts(self) -> list[tuple[int, str]]:
-        return self._q(
-            "SELECT id, text FROM notes WHERE namespace = %s AND status = 'active' ORDER BY created, id"
-        ).fetchall()
-
-    def note_insert(self, row: NoteRow) -> int:
-        return int(self._q(
-            "INSERT INTO notes (namespace, text, status, created, updated, model, session, task,"
-            " tags, tokens, superseded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING id",
-            row.text, row.status, row.created, row.updated, row.model, row.session, row.task,
-            json.dumps(row.tags), row.tokens, row.superseded_by,
-        ).fetchone()[0])
-
-    def note_update(self, row: NoteRow) -> None:
-        self.conn.execute(
-            "UPDATE notes SET text = %s, status = %s, updated = %s, tags = %s, tokens = %s,"
-            " superseded_by = %s WHERE namespace = %s AND id = %s",
-            (row.text, row.status, row.updated, json.dumps(row.tags), row.tokens,
-             row.superseded_by, self.namespace, row.id),
-        )
-
-    def note_purge(self, note_id: int) -> None:
-        self._q("DELETE FROM note_events WHERE namespace = %s AND note_id = %s", note_id)
-        self._q("DELETE FROM notes WHERE namespace = %s AND id = %s", note_id)
-
-    def event_insert(self, e: NoteEvent) -> int:
-        return int(self._q(
-            "INSERT INTO note_events (namespace, note_id, kind, at, old_text, new_text, model,"
-            " session, task, block_tokens, related_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            e.note_id, e.kind, e.at, e.old_text, e.new_text, e.model, e.session, e.task,
-            e.block_tokens, e.related_id,
-        ).fetchone()[0])
-
-    def events(self, note_id: int | None = None) -> list[NoteEvent]:
-        if note_id is None:
-            cur = self._q(f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = %s ORDER BY at, id")
-        else:
-            cur = self._q(
-                f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = %s AND note_id = %s"
-                " ORDER BY at, id",
-                note_id,
-            )
-        return [_event(r) for r in cur.fetchall()]
-
-    # -- documentation index -------------------------------------------------
-    def doc_get(self, path: str) -> DocRow | None:
-        r = self._q(
-            "SELECT path, description, tags, body, mtime_ns, size, sha256, error FROM docs"
-            " WHERE namespace = %s AND path = %s",
-            path,
-        ).fetchone()
-        return DocRow(r[0], r[1], _tags(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
-
-    def doc_list(self) -> list[DocRow]:
-        rows = self._q(
-            "SELECT path, description, tags, mtime_ns, size, sha256, error FROM docs"
-            " WHERE namespace = %s ORDER BY path"
-        ).fetchall()
-        return [DocRow(r[0], r[1], _tags(r[2]), "", r[3], r[4], r[5], r[6]) for r in rows]
-
-    def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
-        cur = self._q("SELECT path, mtime_ns, size, sha256 FROM docs WHERE namespace = %s")
-        return {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
-
+    # -- the tsvector index of the docs table ----------------------------------
     def doc_upsert(self, d: DocRow) -> None:
         self._q(
             "INSERT INTO docs (namespace, path, description, tags, body, mtime_ns, size, sha256, error)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (namespace, path) DO UPDATE SET description = EXCLUDED.description,"
             " tags = EXCLUDED.tags, body = EXCLUDED.body, mtime_ns = EXCLUDED.mtime_ns,"
             " size = EXCLUDED.size, sha256 = EXCLUDED.sha256, error = EXCLUDED.error",
@@ -198,33 +90,18 @@ class PostgresTx(Tx):
         )
 
     def doc_delete(self, path: str) -> None:
-        self._q("DELETE FROM docs WHERE namespace = %s AND path = %s", path)
-
-    def doc_version_insert(self, v: DocVersion) -> int:
-        return int(self._q(
-            "INSERT INTO doc_versions (namespace, path, at, change, text, model, session, task)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            v.path, v.at, v.change, v.text, v.model, v.session, v.task,
-        ).fetchone()[0])
-
-    def doc_versions(self, path: str) -> list[DocVersion]:
-        rows = self._q(
-            "SELECT id, path, at, change, text, model, session, task FROM doc_versions"
-            " WHERE namespace = %s AND path = %s ORDER BY id",
-            path,
-        ).fetchall()
-        return [DocVersion(*r) for r in rows]
+        self._q("DELETE FROM docs WHERE namespace = ? AND path = ?", path)
 
     def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
         if not terms:
             return []
         # Terms are plain words (letters, digits, _); quoting makes each a lexeme.
         query = " | ".join(f"'{t}'" for t in terms)
-        cur = self.conn.execute(
+        cur = self._execute(
             "SELECT path, description, ts_rank(tsv, q) AS score,"
             " ts_headline('english', body, q, 'StartSel=[, StopSel=], MaxWords=20, MinWords=6')"
-            " FROM docs, to_tsquery('english', %s) q"
-            " WHERE namespace = %s AND tsv @@ q ORDER BY score DESC, path LIMIT %s",
+            " FROM docs, to_tsquery('english', ?) q"
+            " WHERE namespace = ? AND tsv @@ q ORDER BY score DESC, path LIMIT ?",
             (query, self.namespace, limit),
         )
         return [SearchHit(r[0], r[1], float(r[2]), r[3]) for r in cur.fetchall()]

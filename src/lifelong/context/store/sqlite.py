@@ -17,16 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lifelong.context.store.base import (
-    DocRow,
-    DocVersion,
-    NoteEvent,
-    NoteRow,
-    SearchHit,
-    Store,
-    Tx,
-    validate_namespace,
-)
+from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
+from lifelong.context.store.sql import SqlTx
 from lifelong.errors import StoreError
 
 # Each entry moves the schema from version i to i + 1. Append, never edit:
@@ -80,114 +72,15 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_NOTE_COLS = "id, namespace, text, status, created, updated, model, session, task, tags, tokens, superseded_by"
-_EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
 
+class SqliteTx(SqlTx):
+    def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
-def _tags(raw: str) -> list[str]:
-    return [] if raw == "[]" else json.loads(raw)
+    def _insert(self, sql: str, *args: object) -> int:
+        return int(self._q(sql, *args).lastrowid)
 
-
-def _note(r: tuple) -> NoteRow:
-    return NoteRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _tags(r[9]), r[10], r[11])
-
-
-def _event(r: tuple) -> NoteEvent:
-    return NoteEvent(
-        note_id=r[1], kind=r[2], at=r[3], old_text=r[4], new_text=r[5], model=r[6],
-        session=r[7], task=r[8], block_tokens=r[9], related_id=r[10], id=r[0],
-    )
-
-
-class SqliteTx(Tx):
-    def __init__(self, conn: sqlite3.Connection, namespace: str) -> None:
-        self.conn = conn
-        self.namespace = namespace
-
-    def _q(self, sql: str, *args: object) -> sqlite3.Cursor:
-        return self.conn.execute(sql, (self.namespace, *args))
-
-    # -- notes ---------------------------------------------------------------
-    def note_get(self, note_id: int) -> NoteRow | None:
-        r = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? AND id = ?", note_id).fetchone()
-        return _note(r) if r else None
-
-    def notes(self, status: str | None = "active") -> list[NoteRow]:
-        if status is None:
-            rows = self._q(f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? ORDER BY created, id")
-        else:
-            rows = self._q(
-                f"SELECT {_NOTE_COLS} FROM notes WHERE namespace = ? AND status = ? ORDER BY created, id",
-                status,
-            )
-        return [_note(r) for r in rows]
-
-    def active_texts(self) -> list[tuple[int, str]]:
-        return self._q(
-            "SELECT id, text FROM notes WHERE namespace = ? AND status = 'active' ORDER BY created, id"
-        ).fetchall()
-
-    def note_insert(self, row: NoteRow) -> int:
-        cur = self._q(
-            "INSERT INTO notes (namespace, text, status, created, updated, model, session, task,"
-            " tags, tokens, superseded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            row.text, row.status, row.created, row.updated, row.model, row.session, row.task,
-            json.dumps(row.tags), row.tokens, row.superseded_by,
-        )
-        return int(cur.lastrowid)
-
-    def note_update(self, row: NoteRow) -> None:
-        self.conn.execute(
-            "UPDATE notes SET text = ?, status = ?, updated = ?, tags = ?, tokens = ?,"
-            " superseded_by = ? WHERE namespace = ? AND id = ?",
-            (row.text, row.status, row.updated, json.dumps(row.tags), row.tokens,
-             row.superseded_by, self.namespace, row.id),
-        )
-
-    def note_purge(self, note_id: int) -> None:
-        self._q("DELETE FROM note_events WHERE namespace = ? AND note_id = ?", note_id)
-        self._q("DELETE FROM notes WHERE namespace = ? AND id = ?", note_id)
-
-    def event_insert(self, e: NoteEvent) -> int:
-        cur = self._q(
-            "INSERT INTO note_events (namespace, note_id, kind, at, old_text, new_text, model,"
-            " session, task, block_tokens, related_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            e.note_id, e.kind, e.at, e.old_text, e.new_text, e.model, e.session, e.task,
-            e.block_tokens, e.related_id,
-        )
-        return int(cur.lastrowid)
-
-    def events(self, note_id: int | None = None) -> list[NoteEvent]:
-        if note_id is None:
-            rows = self._q(f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = ? ORDER BY at, id")
-        else:
-            rows = self._q(
-                f"SELECT {_EVENT_COLS} FROM note_events WHERE namespace = ? AND note_id = ?"
-                " ORDER BY at, id",
-                note_id,
-            )
-        return [_event(r) for r in rows]
-
-    # -- documentation index -------------------------------------------------
-    def doc_get(self, path: str) -> DocRow | None:
-        r = self._q(
-            "SELECT path, description, tags, body, mtime_ns, size, sha256, error FROM docs"
-            " WHERE namespace = ? AND path = ?",
-            path,
-        ).fetchone()
-        return DocRow(r[0], r[1], _tags(r[2]), r[3], r[4], r[5], r[6], r[7]) if r else None
-
-    def doc_list(self) -> list[DocRow]:
-        rows = self._q(
-            "SELECT path, description, tags, mtime_ns, size, sha256, error FROM docs"
-            " WHERE namespace = ? ORDER BY path"
-        ).fetchall()
-        return [DocRow(r[0], r[1], _tags(r[2]), "", r[3], r[4], r[5], r[6]) for r in rows]
-
-    def doc_stamps(self) -> dict[str, tuple[int, int, str]]:
-        rows = self._q("SELECT path, mtime_ns, size, sha256 FROM docs WHERE namespace = ?")
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
+    # -- the FTS5 index beside the docs table --------------------------------
     def doc_upsert(self, d: DocRow) -> None:
         tags = json.dumps(d.tags)
         old = self._q("SELECT id FROM docs WHERE namespace = ? AND path = ?", d.path).fetchone()
@@ -216,22 +109,6 @@ class SqliteTx(Tx):
         if old:
             self.conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (old[0],))
             self._q("DELETE FROM docs WHERE namespace = ? AND id = ?", old[0])
-
-    def doc_version_insert(self, v: DocVersion) -> int:
-        cur = self._q(
-            "INSERT INTO doc_versions (namespace, path, at, change, text, model, session, task)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            v.path, v.at, v.change, v.text, v.model, v.session, v.task,
-        )
-        return int(cur.lastrowid)
-
-    def doc_versions(self, path: str) -> list[DocVersion]:
-        rows = self._q(
-            "SELECT id, path, at, change, text, model, session, task FROM doc_versions"
-            " WHERE namespace = ? AND path = ? ORDER BY id",
-            path,
-        ).fetchall()
-        return [DocVersion(*r) for r in rows]
 
     def doc_search(self, terms: list[str], limit: int) -> list[SearchHit]:
         if not terms:
