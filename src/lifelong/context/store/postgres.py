@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
-from lifelong.context.store.sql import SqlTx
+from lifelong.context.store.sql import SqlTx, migrate
 from lifelong.errors import ConfigError, StoreError
 
 MIGRATIONS: list[list[str]] = [
@@ -129,20 +129,7 @@ class PostgresStore(Store):
     def _migrate(self, target: int) -> None:
         with self._lock, self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO schema_version VALUES (0)")
-            current = row[0] if row else 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.redacted_url()} has schema version {current}; this lifelong knows up to {SCHEMA_VERSION}",
-                    hint="upgrade lifelong to open this store",
-                )
-            for version in range(current, target):
-                for stmt in MIGRATIONS[version]:
-                    self.conn.execute(stmt)
-                self.conn.execute("UPDATE schema_version SET version = %s", (version + 1,))
+            migrate(self.conn.execute, MIGRATIONS, target, self.redacted_url())
 
     def schema_version(self) -> int:
         with self._lock:

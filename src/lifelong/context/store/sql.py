@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from collections.abc import Callable, Sequence
+
 from lifelong.context.store.base import DocRow, DocVersion, NoteEvent, NoteRow, Tx
+from lifelong.errors import StoreError
 
 NOTE_COLS = "id, namespace, text, status, created, updated, model, session, task, tags, tokens, superseded_by"
 EVENT_COLS = "id, note_id, kind, at, old_text, new_text, model, session, task, block_tokens, related_id"
@@ -30,6 +33,26 @@ def event_of(r: tuple) -> NoteEvent:
         note_id=r[1], kind=r[2], at=r[3], old_text=r[4], new_text=r[5], model=r[6],
         session=r[7], task=r[8], block_tokens=r[9], related_id=r[10], id=r[0],
     )
+
+
+def migrate(execute: Callable[[str], Any], migrations: Sequence[Sequence[str]], target: int,
+            where: str) -> None:
+    """Bring the schema to version ``target``, inside the caller's transaction.
+
+    Version ``n`` is the state after ``migrations[:n]``; a store newer than
+    this code is refused rather than touched."""
+    execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = execute("SELECT version FROM schema_version").fetchone()
+    if row is None:
+        execute("INSERT INTO schema_version VALUES (0)")
+    current = row[0] if row else 0
+    if current > len(migrations):
+        raise StoreError(f"{where} has schema version {current}; this lifelong knows up to {len(migrations)}",
+                         hint="upgrade lifelong to open this store")
+    for version in range(current, target):
+        for stmt in migrations[version]:
+            execute(stmt)
+        execute(f"UPDATE schema_version SET version = {version + 1:d}")
 
 
 class SqlTx(Tx):

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
-from lifelong.context.store.sql import SqlTx
+from lifelong.context.store.sql import SqlTx, migrate
 from lifelong.errors import StoreError
 
 # Each entry moves the schema from version i to i + 1. Append, never edit:
@@ -150,20 +150,7 @@ class SqliteStore(Store):
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-                if row is None:
-                    self.conn.execute("INSERT INTO schema_version VALUES (0)")
-                current = row[0] if row else 0
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has schema version {current}; this lifelong knows up to {SCHEMA_VERSION}",
-                        hint="upgrade lifelong to open this store",
-                    )
-                for version in range(current, target):
-                    for stmt in MIGRATIONS[version]:
-                        self.conn.execute(stmt)
-                    self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+                migrate(self.conn.execute, MIGRATIONS, target, str(self.path))
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
