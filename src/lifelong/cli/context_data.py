@@ -345,12 +345,15 @@ def docs_tree(store: StoreOpt = None, namespace: NamespaceOpt = "default", works
 def docs_search(
     query: Annotated[str, typer.Argument(help="Words to look for.")],
     limit: Annotated[int, typer.Option("--limit", "-k", help="Most results.")] = 10,
+    semantic: Annotated[bool, typer.Option(
+        "--semantic", help="Search by meaning with sentence embeddings (needs the embeddings extra).")] = False,
     store: StoreOpt = None, namespace: NamespaceOpt = "default", workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Full-text search over the documents."""
+    """Full-text search over the documents, or by meaning with --semantic."""
     with _Ctx(store, None) as c:
-        hits = c.docs(namespace, workspace).search(query, limit)
+        docs = c.docs(namespace, workspace)
+        hits = docs.semantic_search(query, limit) if semantic else docs.search(query, limit)
     if as_json:
         _print_json([asdict(h) for h in hits])
         return

@@ -25,12 +25,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import yaml
 
 from lifelong.atomic import atomic_write_text
 from lifelong.context.store.base import DocRow, DocVersion, SearchHit, Store, validate_namespace
 from lifelong.errors import NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from lifelong.context.embeddings import SemanticIndex
 
 TokenCounter = Callable[[str], int]
 _FRONT = "---\n"
@@ -154,6 +158,7 @@ class Docs:
         self.rescan_interval_s = rescan_interval_s
         self.max_doc_chars = max_doc_chars
         self._last_scan = float("-inf")
+        self._semantic: SemanticIndex | None = None  # built by the first semantic_search
 
     # -- paths ---------------------------------------------------------------
     def resolve(self, path: str) -> tuple[str, Path]:
@@ -206,6 +211,26 @@ class Docs:
         self._maybe_sync()
         with self.store.session(self.namespace) as tx:
             return tx.doc_search(terms, limit)
+
+    def semantic_search(self, query: str, limit: int = 10) -> list[SearchHit]:
+        """Search by meaning, not words (needs ``pip install 'lifelong[embeddings]'``):
+        cosine similarity of sentence embeddings, best first, one hit per document.
+        Only new or changed documents are embedded; vectors are cached by content."""
+        if not query.strip():
+            raise ValidationError("empty search query", hint="describe what you are looking for")
+        if limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        if self._semantic is None:
+            from lifelong.context.embeddings import SemanticIndex
+
+            self._semantic = SemanticIndex()
+        self._maybe_sync()
+        with self.store.session(self.namespace) as tx:
+            rows = tx.doc_list()
+            missing = set(self._semantic.missing(rows))
+            bodies = [row for row in (tx.doc_get(p) for p in sorted(missing)) if row is not None]
+        self._semantic.add(bodies)
+        return self._semantic.search(query, rows, limit)
 
     def read(self, path: str, offset: int = 0, max_tokens: int = 1024) -> Page:
         """At most ``max_tokens`` tokens of the document from character ``offset``,
