@@ -229,7 +229,9 @@ def test_memory_memorizes_random_pairs_and_alpha_one_erases(seed, depth, chunk):
 
     state = m.init_state(1)
     before = error(state)
-    for _ in range(30):
+    # 100 passes: over 40 seeds the worst error was 1.3e-3 (depth 1) and 9e-6 (depth 2);
+    # 30 passes left ill-conditioned random key sets of the matrix memory near 0.05.
+    for _ in range(100):
         state = m.write_associations(k, v, gates, state)
     # stated bound: mean ‖M(k) − v‖ < 0.05 for unit values (≈ 1 before writing)
     assert before > 0.5 and error(state) < 0.05
