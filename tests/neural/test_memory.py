@@ -308,3 +308,36 @@ def test_empty_input_returns_empty_output_and_same_state(seed):
     y, after = m(rand_x(1, 0), state)
     assert y.shape == (1, 0, DIM)
     assert_states_equal(after, state)
+
+
+# --- the default configuration stays finite on long streams ---------------------------
+
+
+@pytest.mark.parametrize("overrides", [{}, {"gates": "token"}, {"depth": 1}, {"chunk_size": 4}])
+def test_default_config_stays_finite_over_a_long_stream(seed, overrides):
+    """Untrained memory, default θ bound (``stable_max_lr``), 2 × 8192 tokens of input
+    at a large scale (the memory RMS-normalizes its input): the weights stay finite
+    and bounded, and the output stays finite, the whole way."""
+    from lifelong.neural.memory import stable_max_lr
+
+    cfg = NeuralMemoryConfig(**overrides)
+    assert cfg.max_lr == stable_max_lr(cfg.chunk_size, cfg.gates)
+    m = NeuralMemory(cfg, seed=seed)
+    state, largest = None, 0.0
+    with torch.no_grad():
+        for _ in range(8):
+            x = torch.randn(2, 1024, cfg.dim) * 10.0
+            y, state = m(x, state)
+            assert bool(torch.isfinite(y).all())
+            largest = max(largest, max(float(w.abs().max()) for w in state.weights))
+    # the weights start at O(1) (init std 1/√fan-in); overflow means 1e38
+    assert largest < 100.0
+
+
+def test_overflowing_memory_raises_instead_of_returning_nan(seed):
+    cfg = NeuralMemoryConfig(dim=64, heads=2, head_dim=32, chunk_size=1, max_lr=50.0,
+                             init_lr_logit=10.0, init_momentum_logit=10.0)
+    m = NeuralMemory(cfg, seed=seed)
+    with torch.no_grad(), pytest.raises(StateError, match="overflowed") as err:
+        m(torch.randn(1, 512, 64))
+    assert "max_lr" in err.value.hint

@@ -62,6 +62,21 @@ from lifelong.neural.state import MemoryState
 # ---------------------------------------------------------------------------
 
 
+def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
+    """The default bound on θ: small enough that the inner loop stays finite.
+
+    A chunk's write sums b token gradients taken at the chunk-start weights, so
+    the step on the chunk is ~b·θ, and with token gates the within-chunk momentum
+    applies each of those stale gradients up to 1/(1−η) times more. Streaming
+    8k tokens of RMS-1 and RMS-3 input through untrained memories (head width
+    8–64, depth 2–3, chunks 1–64), the bare MLP stayed finite at
+    θ_max = min(0.02, 0.1/b) with chunk gates and min(0.02, 0.03/b) with token
+    gates, and overflowed at about 3× those bounds. Larger θ memorizes faster
+    and is fine for short or well-conditioned streams: set ``max_lr`` explicitly.
+    """
+    return min(0.02, (0.1 if gates == "chunk" else 0.03) / max(1, chunk_size))
+
+
 @dataclass
 class NeuralMemoryConfig:
     dim: int = 256  # model width of the input/output stream
@@ -73,7 +88,7 @@ class NeuralMemoryConfig:
     conv_kernel: int = 4  # causal depthwise conv after q/k/v projections; 1 = none
     gates: str = "chunk"  # "chunk" or "token": granularity of α and η (θ is per token)
     momentum: bool = True  # False: S_t = −θ_t ∇ℓ (plain gradient step, η ≡ 0)
-    max_lr: float = 0.1  # θ_t ∈ (0, max_lr)
+    max_lr: float | None = None  # θ_t ∈ (0, max_lr); None: stable_max_lr(chunk_size, gates)
     init_lr_logit: float = 0.0  # initial θ = max_lr · sigmoid(·)
     init_forget_logit: float = -4.6  # initial α ≈ 0.01
     init_momentum_logit: float = 2.2  # initial η ≈ 0.9
@@ -90,10 +105,12 @@ class NeuralMemoryConfig:
                 f"NeuralMemoryConfig.gates must be 'chunk' or 'token', got {self.gates!r}",
                 hint="use gates='chunk' (α, η per chunk) or gates='token' (per token)",
             )
+        if self.max_lr is None:
+            self.max_lr = stable_max_lr(int(self.chunk_size), self.gates)
         if self.expansion <= 0 or self.max_lr <= 0:
             raise ConfigError(
                 "NeuralMemoryConfig.expansion and max_lr must be positive",
-                hint="e.g. expansion=4.0, max_lr=0.1",
+                hint="e.g. expansion=4.0; leave max_lr unset for the stable default",
             )
 
     @property
@@ -414,8 +431,17 @@ class NeuralMemory(nn.Module):
 
     # --- projections: q, k, v, gate logits --------------------------------------
 
+    @staticmethod
+    def _norm_input(x: Tensor) -> Tensor:
+        """RMS-normalize the input stream (no gain: the projections carry the scale).
+
+        Keys and queries are ℓ2-normalized anyway; this bounds the values too, so
+        the inner loop sees targets of the same size whatever the upstream scale."""
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
     def _project(self, x: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3]."""
+        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3],
+        all from the RMS-normalized input."""
         cfg = self.config
         B, T, _ = x.shape
         H, d, K = cfg.heads, cfg.head_dim, cfg.conv_kernel
@@ -489,6 +515,13 @@ class NeuralMemory(nn.Module):
                 factors = associative_backward(W, inputs, pre, dout)
                 W, S = _apply_chunk(W, S, factors, coef_chunks, n, use_momentum)
 
+        if n_full and not bool(torch.isfinite(W[-1]).all()):
+            raise StateError(
+                f"the memory's weights overflowed (non-finite) while writing tokens "
+                f"{int(state.position[0])}–{int(state.position[0]) + T} of the stream",
+                hint=f"lower max_lr (now {cfg.max_lr:g}; the default is stable_max_lr(chunk_size, "
+                "gates)) or the input scale, or use a smaller chunk_size",
+            )
         rest = slice(n_full * b, P + T)
         new_state = MemoryState(
             weights=tuple(w.reshape(B, H, *w.shape[1:]) for w in W),
@@ -513,6 +546,7 @@ class NeuralMemory(nn.Module):
         complete chunks before its own chunk. Returns y ∈ [B, T, dim] and the new state."""
         self._check_input(x)
         state = self._check_state(state, x)
+        x = self._norm_input(x)
         q, k, v, gates, conv = self._project(x, state.conv)
         y, state = self._run(q, k, v, gates, state, conv)
         return self._output(x, y), state
@@ -522,6 +556,7 @@ class NeuralMemory(nn.Module):
         no chunk-causality inside x). The convolution uses the state's context."""
         self._check_input(x)
         state = self._check_state(state, x)
+        x = self._norm_input(x)
         q, _, _, _, _ = self._project(x, state.conv)
         return self._output(x, self.read_associations(q, state))
 
@@ -530,7 +565,7 @@ class NeuralMemory(nn.Module):
         final chunk waits in the state until a later call completes it)."""
         self._check_input(x)
         state = self._check_state(state, x)
-        _, k, v, gates, conv = self._project(x, state.conv)
+        _, k, v, gates, conv = self._project(self._norm_input(x), state.conv)
         return self._run(None, k, v, gates, state, conv)[1]
 
     # --- below the projections: the associative memory itself -------------------------

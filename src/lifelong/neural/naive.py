@@ -37,6 +37,7 @@ def naive_project(memory: NeuralMemory, x: Tensor) -> tuple[Tensor, Tensor, Tens
     cfg = memory.config
     B, T, _ = x.shape
     H, d, K = cfg.heads, cfg.head_dim, cfg.conv_kernel
+    x = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # RMS-normalized input
     raw = x @ memory.to_qkv.weight.T  # [B, T, 3Hd]
     mixed = torch.zeros_like(raw)
     for t in range(T):
@@ -120,6 +121,7 @@ def naive_forward(memory: NeuralMemory, x: Tensor) -> tuple[Tensor, list[Tensor]
     # output: per-head RMS norm, sigmoid gate from x, projection
     ys = ys / torch.sqrt(ys.pow(2).mean(-1, keepdim=True) + 1e-6) * memory.out_norm[:, None, :]
     flat = ys.permute(0, 2, 1, 3).reshape(B, T, -1)
+    x = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
     out = (flat * torch.sigmoid(x @ memory.to_gate.weight.T)) @ memory.to_out.weight.T
     weights = [torch.stack([torch.stack(Ws[layer][bi]) for bi in range(B)]) for layer in range(cfg.depth)]
     momentum = [torch.stack([torch.stack(Ss[layer][bi]) for bi in range(B)]) for layer in range(cfg.depth)]

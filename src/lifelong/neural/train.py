@@ -361,6 +361,12 @@ def train(
         loss_sum = F.cross_entropy(
             logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
         )
+        if not bool(torch.isfinite(loss_sum)):
+            raise ConfigError(
+                f"{cfg.name}: the training loss became non-finite at step {step + 1}",
+                hint="lower train.lr (or model.memory_options max_lr for memory models); "
+                "the checkpoints written so far are intact and `lifelong train` resumes from the last",
+            )
         # DDP averages gradients over ranks; scale so the result is the global-batch mean.
         loss = loss_sum * dist_.world / n_scored.clamp(min=1).to(loss_sum.dtype)
         loss.backward()
