@@ -302,6 +302,51 @@ def _apply_chunk(
 
 
 # ---------------------------------------------------------------------------
+# The short causal convolution, with a hand-written backward
+# ---------------------------------------------------------------------------
+
+
+class _CausalConv(torch.autograd.Function):
+    """Depthwise causal convolution over time: out[:, t] = Σ_j w[:, j] ⊙ x[:, t + j]
+    for x = [K − 1 cached inputs ⧺ T new ones] ∈ [B, K − 1 + T, C], w ∈ [C, K].
+
+    K shifted multiply-adds. The backward accumulates into one buffer instead of
+    letting autograd allocate a zero-filled input-sized gradient per tap, which
+    on CPU cost more than the forward (conv1d is slower still there).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+        K = w.shape[1]
+        T = x.shape[1] - (K - 1)
+        out = x[:, K - 1 :] * w[:, K - 1]
+        for j in range(K - 1):
+            out.addcmul_(x[:, j : j + T], w[:, j])
+        ctx.save_for_backward(x, w)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, w = ctx.saved_tensors
+        K = w.shape[1]
+        T = g.shape[1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g.new_empty(x.shape)
+            torch.mul(g, w[:, K - 1], out=grad_x[:, K - 1 :])
+            grad_x[:, : K - 1].zero_()
+            for j in range(K - 1):
+                grad_x[:, j : j + T].addcmul_(g, w[:, j])
+        if ctx.needs_input_grad[1]:
+            flat_g = g.reshape(-1, g.shape[-1])
+            grad_w = torch.stack(
+                [(x[:, j : j + T].reshape(-1, g.shape[-1]) * flat_g).sum(0) for j in range(K)], dim=1
+            )
+        return grad_x, grad_w
+
+
+# ---------------------------------------------------------------------------
 # The module
 # ---------------------------------------------------------------------------
 
@@ -449,10 +494,7 @@ class NeuralMemory(nn.Module):
         # causal depthwise convolution, continued from the last K−1 inputs of the state
         padded = torch.cat([conv_cache, raw], dim=1)
         new_cache = padded[:, padded.shape[1] - (K - 1):].clone()  # don't pin `padded`
-        # (K shifted multiply-adds: far cheaper to backpropagate on CPU than conv1d)
-        mixed = raw * self.conv[:, K - 1]
-        for j in range(K - 1):
-            mixed = torch.addcmul(mixed, padded[:, j : j + T], self.conv[:, j])
+        mixed = _CausalConv.apply(padded, self.conv)
         q, k, v = F.silu(mixed).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
@@ -505,15 +547,24 @@ class NeuralMemory(nn.Module):
         outs: list[Tensor] = []
         # chunked form: one sequential step per chunk, everything inside it batched
         for n in range(n_full + 1):
-            if q is not None and q_sizes[n] > 0:  # retrieval: the chunk-start weights
-                outs.append(memory_mlp(W, q_chunks[n])[0])
-            if n < n_full:
+            if q is not None and n < n_full and q_sizes[n] == b:
+                # read and write at the same weights: one pass over [queries ⧺ keys]
+                both, inputs, pre = memory_mlp(W, torch.cat([q_chunks[n], key_chunks[n]], dim=1))
+                y_n, out = both.split(b, dim=1)
+                outs.append(y_n)
+                inputs = [t.split(b, dim=1)[1] for t in inputs]
+                pre = [t.split(b, dim=1)[1] for t in pre]
+            else:
+                if q is not None and q_sizes[n] > 0:  # retrieval: the chunk-start weights
+                    outs.append(memory_mlp(W, q_chunks[n])[0])
+                if n == n_full:
+                    break
                 out, inputs, pre = memory_mlp(W, key_chunks[n])
-                # associative loss gradient at the chunk-start weights, all b tokens at once:
-                # ∂ℓ/∂M(k) = 2 (M(k) − v), pre-weighted by c when one weighting suffices
-                dout = (out - val_chunks[n]) * two_c[n]
-                factors = associative_backward(W, inputs, pre, dout)
-                W, S = _apply_chunk(W, S, factors, coef_chunks, n, use_momentum)
+            # associative loss gradient at the chunk-start weights, all b tokens at once:
+            # ∂ℓ/∂M(k) = 2 (M(k) − v), pre-weighted by c when one weighting suffices
+            dout = (out - val_chunks[n]) * two_c[n]
+            factors = associative_backward(W, inputs, pre, dout)
+            W, S = _apply_chunk(W, S, factors, coef_chunks, n, use_momentum)
 
         if n_full and not bool(torch.isfinite(W[-1]).all()):
             raise StateError(
