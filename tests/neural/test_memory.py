@@ -21,7 +21,7 @@ DIM = 8
 
 def tiny(**overrides) -> NeuralMemoryConfig:
     base = dict(dim=DIM, heads=2, head_dim=4, depth=2, expansion=2, chunk_size=3,
-                conv_kernel=3, max_lr=0.3)
+                conv_kernel=3, max_lr=0.3, max_momentum=0.85)
     base.update(overrides)
     return NeuralMemoryConfig(**base)
 

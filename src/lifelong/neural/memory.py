@@ -91,7 +91,8 @@ class NeuralMemoryConfig:
     max_lr: float | None = None  # θ_t ∈ (0, max_lr); None: stable_max_lr(chunk_size, gates)
     init_lr_logit: float = 0.0  # initial θ = max_lr · sigmoid(·)
     init_forget_logit: float = -4.6  # initial α ≈ 0.01
-    init_momentum_logit: float = 2.2  # initial η ≈ 0.9
+    init_momentum_logit: float = 2.2  # initial η = max_momentum · sigmoid(·) ≈ 0.9 · max_momentum
+    max_momentum: float = 1.0  # η_t ∈ (0, max_momentum)
 
     def __post_init__(self) -> None:
         for name in ("dim", "heads", "head_dim", "depth", "chunk_size", "conv_kernel"):
@@ -107,6 +108,11 @@ class NeuralMemoryConfig:
             )
         if self.max_lr is None:
             self.max_lr = stable_max_lr(int(self.chunk_size), self.gates)
+        if not 0.0 < self.max_momentum <= 1.0:
+            raise ConfigError(
+                f"NeuralMemoryConfig.max_momentum must be in (0, 1], got {self.max_momentum}",
+                hint="η_t ∈ (0, max_momentum); 1.0 is the paper's range",
+            )
         if self.expansion <= 0 or self.max_lr <= 0:
             raise ConfigError(
                 "NeuralMemoryConfig.expansion and max_lr must be positive",
@@ -246,7 +252,7 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
     if config.gates == "chunk":
         mean = gate_logits[..., 1:].mean(dim=-2)  # one α, η per chunk
         keep = torch.sigmoid(-mean[..., 0])  # 1 − α
-        eta = torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
+        eta = config.max_momentum * torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
         return ChunkCoefficients(a=keep, kappa=eta, h=eta, c=theta, e=None)
 
     # log σ(x) = −softplus(−x); (F.logsigmoid is slow on tiny tensors on a busy CPU)
@@ -259,7 +265,7 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
     if not config.momentum:  # η ≡ 0: S_t = −θ_t u_t, so M_end = a M₀ − Σ θ_i A_i u_i
         zero = torch.zeros_like(a)
         return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=None)
-    log_eta = -F.softplus(-gate_logits[..., 2])  # log η_t
+    log_eta = math.log(config.max_momentum) - F.softplus(-gate_logits[..., 2])  # log η_t
     L = torch.exp(_segsum(log_eta))  # L[t, i] = Π_{i<j≤t} η_j, zero above diagonal
     A = torch.exp(log_A)
     H = torch.exp(torch.cumsum(log_eta, -1))

@@ -84,13 +84,13 @@ def naive_inner(
         if cfg.gates == "token":
             for j, t in enumerate(idx):
                 alpha = torch.sigmoid(gates[t, 1])
-                eta = torch.sigmoid(gates[t, 2]) if cfg.momentum else 0.0
+                eta = cfg.max_momentum * torch.sigmoid(gates[t, 2]) if cfg.momentum else 0.0
                 S = [eta * s - theta[t] * g for s, g in zip(S, grads[j])]
                 W = [(1 - alpha) * w + s for w, s in zip(W, S)]
         else:
             mean = gates[list(idx), 1:].mean(0)
             alpha = torch.sigmoid(mean[0])
-            eta = torch.sigmoid(mean[1]) if cfg.momentum else 0.0
+            eta = cfg.max_momentum * torch.sigmoid(mean[1]) if cfg.momentum else 0.0
             G = [sum(theta[t] * grads[j][i] for j, t in enumerate(idx)) for i in range(len(W))]
             S = [eta * s - g for s, g in zip(S, G)]
             W = [(1 - alpha) * w + s for w, s in zip(W, S)]

@@ -40,14 +40,18 @@ from lifelong.neural.configs import ModelConfig
 from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
 
 
-# A chunk's write sums the gradients of its b tokens at the chunk-start weights and
-# momentum (eta ~ 0.9) multiplies the step by up to ~10, so the inner loop is stable
-# only while theta stays small: with theta near 0.1, weights overflow within a few
-# hundred tokens. theta <= min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / b) kept every
-# tried shape (head width 8-32, chunks 2-32) finite over 4k-8k-token random streams
-# at the largest theta; 0.01 at chunk 4 did not.
+# The memory's own default bound on θ (``memory.stable_max_lr``) is sized for an
+# untrained memory with its initial gates. Training moves the gates: θ towards its
+# bound and η up to ≈ 0.99 (seen in MAC), which multiplies the effective inner step,
+# so the models keep a tighter cap: θ ≤ min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / b)
+# kept every tried shape (head width 8-32, chunks 2-32) finite over 4k-8k-token
+# random streams at the largest θ; 0.01 at chunk 4 did not. And η is bounded by
+# MAX_MOMENTUM: a MAC trained on 256-token MQAR sequences with η ∈ (0, 1) learned
+# η ≈ 0.98 and θ at its cap, and its memory overflowed at 900 tokens; η < 0.9
+# bounds the momentum's amplification of a step at 10×.
 MAX_STABLE_LR = 0.005
 STABLE_LR_PER_CHUNK = 0.04
+MAX_MOMENTUM = 0.9
 
 
 def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
@@ -59,6 +63,7 @@ def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
         "depth": config.memory_depth,
         "chunk_size": config.memory_chunk,
         "max_lr": min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / config.memory_chunk),
+        "max_momentum": MAX_MOMENTUM,
     }
     options.update(config.memory_options)
     return NeuralMemoryConfig(**options)
