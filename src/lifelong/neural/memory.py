@@ -340,6 +340,15 @@ class _ChunkStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, two_theta, keep, eta, *tensors):  # type: ignore[override]
+        # The inner loop runs in the dtype of the memory's weights, autocast or not
+        # (under bf16 autocast the projections hand in bf16 q, k, v).
+        with torch.autocast(q.device.type, enabled=False):
+            dtype = tensors[0].dtype
+            q, k, v, two_theta, keep, eta = (t.to(dtype) for t in (q, k, v, two_theta, keep, eta))
+            return _ChunkStep._forward(ctx, q, k, v, two_theta, keep, eta, *tensors)
+
+    @staticmethod
+    def _forward(ctx, q, k, v, two_theta, keep, eta, *tensors):  # type: ignore[no-untyped-def]
         L = len(tensors) // 2
         W, S = list(tensors[:L]), list(tensors[L:])
         b = q.shape[1]
@@ -371,14 +380,22 @@ class _ChunkStep(torch.autograd.Function):
             new_s.append(s_end)
             new_w.append(torch.addcmul(s_end, keep3, W[layer]))
         ctx.save_for_backward(two_theta, keep, eta, err, *W, *S, *hs, *zs, *deltas, *ps[1:])
-        ctx.L, ctx.b = L, b
+        ctx.L, ctx.b, ctx.device_type = L, b, q.device.type
         return (y, *new_w, *new_s)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, *grads):  # type: ignore[override]
+        with torch.autocast(ctx.device_type, enabled=False):
+            return _ChunkStep._backward(ctx, g_y, *grads)
+
+    @staticmethod
+    def _backward(ctx, g_y, *grads):  # type: ignore[no-untyped-def]
         L, b = ctx.L, ctx.b
         saved = ctx.saved_tensors
+        dtype = saved[0].dtype
+        g_y = None if g_y is None else g_y.to(dtype)
+        grads = tuple(None if g is None else g.to(dtype) for g in grads)
         two_theta, keep, eta, err = saved[:4]
         rest = saved[4:]
         W, S = rest[:L], rest[L : 2 * L]
