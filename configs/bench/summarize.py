@@ -35,20 +35,20 @@ def main(out: Path) -> None:
                 results[kind] = json.loads(path.read_text())
         if not results:
             continue
-        lengths = next(iter(results.values()))["lengths"]
-        n = next(iter(results.values()))["n"]
-        print(f"\n{folder} (n={n} per length)\n")
-        print("| model | final loss | accuracy " + " / ".join(str(x) for x in lengths) + " |")
-        print("|---|---:|---:|")
-        for kind in KINDS:
-            if kind not in results:
-                print(f"| {kind} | – | failed or not run |")
-                continue
-            acc = results[kind]["results"][suite]
-            cells = " / ".join(f"{acc[str(x)]['accuracy']:.3f}" for x in lengths)
-            tr = final_loss(Path("runs/bench") / folder / kind)
-            loss = f"{tr:.2f}" if tr is not None else "–"
-            print(f"| {kind} | {loss} | {cells} |")
+        first = next(iter(results.values()))
+        lengths, n = first["lengths"], first["n"]
+        for task in first["results"]:  # a suite may hold several tasks (S-NIAH 1, 2, 3)
+            print(f"\n{task} (n={n} per length)\n")
+            print("| model | final loss | accuracy " + " / ".join(str(x) for x in lengths) + " |")
+            print("|---|---:|---:|")
+            for kind in KINDS:
+                if kind not in results:
+                    print(f"| {kind} | – | failed or not run |")
+                    continue
+                acc = results[kind]["results"][task]
+                cells = " / ".join(f"{acc[str(x)]['accuracy']:.3f}" for x in lengths)
+                loss = final_loss(Path("runs/bench") / folder / kind)
+                print(f"| {kind} | {f'{loss:.2f}' if loss is not None else '–'} | {cells} |")
 
 
 if __name__ == "__main__":
