@@ -9,15 +9,6 @@ import torch.nn.functional as F
 from lifelong.neural.deltanet import GatedDeltaNet, chunk_gated_delta_rule, naive_gated_delta_rule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to other processes on the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _inputs(seed: int, b: int = 2, h: int = 3, t: int = 45, dk: int = 8, dv: int = 6):
     g = torch.Generator().manual_seed(seed)
 

@@ -16,14 +16,6 @@ from lifelong.neural.lm import build_model, state_nbytes
 from lifelong.neural.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to other processes on the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 REPO = Path(__file__).resolve().parents[2]
 
 

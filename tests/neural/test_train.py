@@ -17,15 +17,6 @@ from lifelong.errors import ConfigError, NotFoundError
 from lifelong.neural.configs import ModelConfig, RunConfig, TaskConfig, TrainConfig, load_config
 from lifelong.neural.train import build_task, load_checkpoint, lr_factor, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to other processes on the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 REPO = Path(__file__).resolve().parents[2]
 
 
