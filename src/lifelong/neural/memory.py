@@ -458,79 +458,116 @@ class _ChunkStep(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------
-# The short causal convolution, with a hand-written backward
+# Projections after the matmul: short causal convolution, SiLU, ℓ2 norm, heads
 # ---------------------------------------------------------------------------
+#
+# Written by hand, forward and backward, because on a CPU these passes over
+# activation-sized tensors cost as much as the matmuls: every step works on
+# contiguous rows of one sequence at a time and writes straight into its
+# destination layout, so nothing is copied to reorder it.
 
 
-class _CausalConv(torch.autograd.Function):
+def _conv_forward(cache: Tensor, x: Tensor, w: Tensor) -> Tensor:
     """Depthwise causal convolution over time: out[:, t] = Σ_j w[:, j] ⊙ x[:, t − (K−1−j)]
     for the new inputs x ∈ [B, T, C], reading the K − 1 cached inputs of the state
-    (``cache`` ∈ [B, K − 1, C]) before the first of them; w ∈ [C, K].
+    (``cache`` ∈ [B, K − 1, C]) before the first of them; w ∈ [C, K]."""
+    K, T = w.shape[1], x.shape[1]
+    out = x * w[:, K - 1]
+    for j in range(K - 1):
+        s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
+        if T > s:
+            out[:, s:].addcmul_(x[:, : T - s], w[:, j])
+        if m:
+            out[:, :m].addcmul_(cache[:, j : j + m], w[:, j])
+    return out
 
-    K shifted multiply-adds. The backward accumulates into one buffer instead of
-    letting autograd allocate a zero-filled input-sized gradient per tap, which
-    on CPU cost more than the forward (conv1d is slower still there).
+
+def _conv_backward(
+    cache: Tensor, x: Tensor, w: Tensor, g: Tensor, needs: tuple[bool, bool, bool]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``_conv_forward`` into (cache, x, w) from g = ∂ℒ/∂out.
+
+    The input gradient accumulates K shifted products in one buffer; each tap's
+    weight gradient Σ_{b,t} x[b, t − s] ⊙ g[b, t] is a dot product along time,
+    taken per sequence over contiguous rows (a reduction over two strided axes
+    at once runs several times slower on a CPU)."""
+    K, (B, T, _) = w.shape[1], x.shape
+    need_cache, need_x, need_w = needs
+    grad_cache = torch.zeros_like(cache) if need_cache else None
+    grad_x = g * w[:, K - 1] if need_x else None
+    grad_w = g.new_zeros(w.shape) if need_w else None
+
+    def dot_along_time(a: Tensor, b: Tensor) -> Tensor:  # Σ_{b,t} a ⊙ b → [C]
+        total = torch.linalg.vecdot(a[0], b[0], dim=0)
+        for i in range(1, B):
+            total += torch.linalg.vecdot(a[i], b[i], dim=0)
+        return total
+
+    for j in range(K):
+        s, m = K - 1 - j, min(K - 1 - j, T)
+        if need_x and j < K - 1 and T > s:
+            grad_x[:, : T - s].addcmul_(g[:, s:], w[:, j])
+        if need_cache and m:
+            grad_cache[:, j : j + m].addcmul_(g[:, :m], w[:, j])
+        if need_w:
+            if T > s:
+                grad_w[:, j] += dot_along_time(x[:, : T - s], g[:, s:])
+            if m:
+                grad_w[:, j] += (cache[:, j : j + m] * g[:, :m]).sum((0, 1))
+    return grad_cache, grad_x, grad_w
+
+
+class _ConvSiluNorm(torch.autograd.Function):
+    """raw = x W_qkv ∈ [B, T, 3·H·d] → q, k, v ∈ [B, H, T, d]:
+
+        a = SiLU(conv(raw)),  q = a_q / ‖a_q‖,  k = a_k / ‖a_k‖,  v = a_v
+
+    per head, with the convolution continued from the state's cache. SiLU
+    writes each third straight into its head-major tensor; the ℓ2 norms work in
+    place there. Backward: (g − y ⟨g, y⟩) / ‖a‖ for q and k, SiLU' back into the
+    [B, T, 3·H·d] layout, then the convolution's gradients.
     """
 
     @staticmethod
-    def forward(ctx, cache: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        K, T = w.shape[1], x.shape[1]
-        out = x * w[:, K - 1]
-        for j in range(K - 1):
-            s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
-            if T > s:
-                out[:, s:].addcmul_(x[:, : T - s], w[:, j])
-            if m:
-                out[:, :m].addcmul_(cache[:, j : j + m], w[:, j])
-        ctx.save_for_backward(cache, x, w)
-        return out
+    def forward(ctx, cache: Tensor, raw: Tensor, w: Tensor, heads: int):  # type: ignore[override]
+        B, T, C = raw.shape
+        d = C // (3 * heads)
+        mixed = _conv_forward(cache, raw, w)
+        parts = mixed.view(B, T, 3, heads, d)
+        outs, norms = [], []
+        for i in range(3):
+            out = raw.new_empty(B, heads, T, d)
+            torch.ops.aten.silu.out(parts[:, :, i], out=out.transpose(1, 2))
+            if i < 2:  # q, k: ℓ2-normalized over the head's features
+                norm = torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-12)
+                out.div_(norm)
+                norms.append(norm)
+            outs.append(out)
+        ctx.save_for_backward(cache, raw, w, mixed, outs[0], outs[1], *norms)
+        ctx.heads = heads
+        return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        cache, x, w = ctx.saved_tensors
-        K, T = w.shape[1], x.shape[1]
-        need_cache, need_x, need_w = ctx.needs_input_grad
-        grad_cache = torch.zeros_like(cache) if need_cache else None
-        grad_x = g * w[:, K - 1] if need_x else None
-        grad_w = None
-        if need_w:
-            prod = torch.empty_like(g)  # one buffer for the K products
-            grad_w = g.new_empty(w.shape)
-            torch.mul(x, g, out=prod)
-            torch.sum(prod, dim=(0, 1), out=grad_w[:, K - 1])
-        for j in range(K - 1):
-            s, m = K - 1 - j, min(K - 1 - j, T)
-            if need_x and T > s:
-                grad_x[:, : T - s].addcmul_(g[:, s:], w[:, j])
-            if need_cache and m:
-                grad_cache[:, j : j + m].addcmul_(g[:, :m], w[:, j])
-            if need_w:
-                total = (cache[:, j : j + m] * g[:, :m]).sum((0, 1))
-                if T > s:
-                    part = prod[:, : T - s]
-                    torch.mul(x[:, : T - s], g[:, s:], out=part)
-                    total += part.sum((0, 1))
-                grad_w[:, j] = total
-        return grad_cache, grad_x, grad_w
-
-
-class _L2Normalize(torch.autograd.Function):
-    """y = x / ‖x‖ over the last axis; backward (g − y ⟨g, y⟩) / ‖x‖ in two passes."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        inv = torch.rsqrt(x.pow(2).sum(-1, keepdim=True).clamp_min(1e-24))
-        y = x * inv
-        ctx.save_for_backward(y, inv)
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor) -> Tensor:
-        y, inv = ctx.saved_tensors
-        dot = (g * y).sum(-1, keepdim=True)
-        return torch.addcmul(g, y, dot, value=-1).mul_(inv)
+    def backward(ctx, g_q, g_k, g_v):  # type: ignore[override]
+        cache, raw, w, mixed, q, k, norm_q, norm_k = ctx.saved_tensors
+        B, T, C = raw.shape
+        heads = ctx.heads
+        d = C // (3 * heads)
+        g_mixed = torch.empty_like(mixed)
+        g_parts, parts = g_mixed.view(B, T, 3, heads, d), mixed.view(B, T, 3, heads, d)
+        for i, (g, y, norm) in enumerate(((g_q, q, norm_q), (g_k, k, norm_k), (g_v, None, None))):
+            if g is None:
+                g_parts[:, :, i].zero_()
+                continue
+            if y is not None:  # through the ℓ2 norm
+                dot = torch.linalg.vecdot(g, y, dim=-1).unsqueeze(-1)
+                g = torch.addcmul(g, y, dot, value=-1).div_(norm)
+            torch.ops.aten.silu_backward.grad_input(
+                g.transpose(1, 2), parts[:, :, i], grad_input=g_parts[:, :, i]
+            )
+        grad_cache, grad_raw, grad_w = _conv_backward(cache, raw, w, g_mixed, ctx.needs_input_grad[:3])
+        return grad_cache, grad_raw, grad_w, None
 
 
 # ---------------------------------------------------------------------------
@@ -683,10 +720,7 @@ class NeuralMemory(nn.Module):
             new_cache = raw[:, T - (K - 1):].clone()  # (clone: don't pin `raw`)
         else:
             new_cache = torch.cat([conv_cache[:, T:], raw], dim=1)
-        mixed = _CausalConv.apply(conv_cache, raw, self.conv)
-        q, k, v = F.silu(mixed).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
-        q = _L2Normalize.apply(q)
-        k = _L2Normalize.apply(k)
+        q, k, v = _ConvSiluNorm.apply(conv_cache, raw, self.conv, H)
         gates = self.to_gates(x).view(B, T, 3, H).permute(0, 3, 1, 2)
         return q, k, v, gates, new_cache
 
