@@ -312,11 +312,15 @@ def _apply_chunk(
 # ---------------------------------------------------------------------------
 
 
-def _silu_grads(z: Tensor) -> tuple[Tensor, Tensor]:
-    """SiLU'(z) and SiLU''(z)."""
+def _silu_grads(z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """SiLU'(z) and SiLU''(z), given h = SiLU(z) = z σ(z):
+
+        SiLU'  = σ + z u,  SiLU'' = u (2 + z − 2h),  u = σ'(z) = σ − σ²
+    """
     s = torch.sigmoid(z)
-    first = s * (1 + z * (1 - s))
-    second = s * (1 - s) * (2 + z * (1 - 2 * s))
+    u = torch.addcmul(s, s, s, value=-1)
+    first = torch.addcmul(s, z, u)
+    second = torch.add(z, h, alpha=-2).add_(2).mul_(u)
     return first, second
 
 
@@ -403,56 +407,53 @@ class _ChunkStep(torch.autograd.Function):
         zs = rest[3 * L : 4 * L - 1]
         deltas = rest[4 * L - 1 : 5 * L - 1]
         ps = (None,) + rest[5 * L - 1 :]
-        g_w_new, g_s_new = grads[:L], grads[L:]
         keep3, eta3 = keep[:, None, None], eta[:, None, None]
 
-        def zeros_like_or(g: Tensor | None, like: Tensor) -> Tensor:
-            return torch.zeros_like(like) if g is None else g
+        def dot(a: Tensor, c: Tensor) -> Tensor:  # ⟨a_n, c_n⟩ for each memory n
+            return torch.linalg.vecdot(a.flatten(1), c.flatten(1))
 
-        g_W = [None] * L
-        g_S = [None] * L
-        g_keep = keep.new_zeros(keep.shape)
-        g_eta = eta.new_zeros(eta.shape)
-        g_G = [None] * L  # gradient of G_l (= −R_l)
+        # W'_l = (1 − α) W_l + S'_l,  S'_l = η S_l − G_l
+        g_W, g_S, R = [], [], []  # R_l = dℒ/dS'_l = −dℒ/dG_l
+        g_keep = g_eta = None
         for layer in range(L):
-            gw = zeros_like_or(g_w_new[layer], W[layer])
-            r = gw if g_s_new[layer] is None else gw + g_s_new[layer]  # dℒ/dS'_l
-            g_W[layer] = keep3 * gw
-            g_keep += (gw * W[layer]).sum((1, 2))
-            g_S[layer] = eta3 * r
-            g_eta += (r * S[layer]).sum((1, 2))
-            g_G[layer] = r  # G enters with a minus sign: dℒ/dG_l = −r
+            gw, gs = grads[layer], grads[L + layer]
+            gw = torch.zeros_like(W[layer]) if gw is None else gw
+            r = gw if gs is None else gw + gs
+            g_W.append(keep3 * gw)
+            g_S.append(eta3 * r)
+            dk, de = dot(gw, W[layer]), dot(r, S[layer])
+            g_keep = dk if g_keep is None else g_keep + dk
+            g_eta = de if g_eta is None else g_eta + de
+            R.append(r)
 
-        # G_l = H_{l−1}ᵀ Δ_l (key rows): gradients into H_{l−1} (keys) and Δ_l
-        g_h_extra = [None] * L  # extra gradient into H_{l−1}'s key rows
-        g_delta = [None] * L
-        for layer in range(L):
-            g_h_extra[layer] = -torch.bmm(deltas[layer], g_G[layer].transpose(1, 2))
-            g_delta[layer] = -torch.bmm(hs[layer][:, b:], g_G[layer])
+        # G_l = H_{l−1}ᵀ Δ_l over the key rows. Signs folded: N_l = H_{l−1} R_l = −dℒ/dΔ_l;
+        # the key rows of H_{l−1} get −Δ_l R_lᵀ (added below, in the MLP's backward)
+        N = [torch.bmm(hs[layer][:, b:], R[layer]) for layer in range(L)]
         # Δ_{l−1} = P_l ⊙ σ'(Z_{l−1}), P_l = Δ_l W_lᵀ: walk l = 1 … L−1 upwards
-        g_z_extra = [None] * L  # extra gradient into Z_l's key rows (σ'' terms)
+        neg_z_extra: list[Tensor | None] = [None] * L  # −(σ'' terms) for Z_{l−1}'s key rows
         for layer in range(1, L):
-            z_k = zs[layer - 1][:, b:]
-            first, second = _silu_grads(z_k)
-            g_p = g_delta[layer - 1] * first
-            g_z_extra[layer - 1] = g_delta[layer - 1] * ps[layer] * second
-            g_delta[layer] = g_delta[layer] + torch.bmm(g_p, W[layer])
-            g_W[layer] = torch.baddbmm(g_W[layer], g_p.transpose(1, 2), deltas[layer])
+            first, second = _silu_grads(zs[layer - 1][:, b:], hs[layer][:, b:])
+            neg_p = N[layer - 1] * first  # −dℒ/dP_l
+            neg_z_extra[layer - 1] = (N[layer - 1] * ps[layer]).mul_(second)
+            N[layer].baddbmm_(neg_p, W[layer])
+            g_W[layer].baddbmm_(neg_p.transpose(1, 2), deltas[layer], alpha=-1)
         # Δ_L = (M(K) − V) ⊙ 2θ
-        g_d = g_delta[L - 1]
-        g_out_k = g_d * two_theta
-        g_v = -g_out_k
-        g_two_theta = (g_d * err).sum(-1, keepdim=True)
-        # forward MLP over [Q;K], from the top: dℒ/dZ_L = [g_y ; g_out_k]
-        g_z = torch.cat([zeros_like_or(g_y, g_out_k), g_out_k], dim=1)
+        g_v = N[L - 1] * two_theta
+        g_two_theta = -torch.linalg.vecdot(N[L - 1], err).unsqueeze(-1)
+        # forward MLP over [Q;K], from the top: dℒ/dZ_L = [g_y ; −g_v]
+        g_z = g_v.new_empty(g_v.shape[0], 2 * b, g_v.shape[2])
+        if g_y is None:
+            g_z[:, :b].zero_()
+        else:
+            g_z[:, :b].copy_(g_y)
+        torch.neg(g_v, out=g_z[:, b:])
         for layer in range(L - 1, -1, -1):
-            g_W[layer] = torch.baddbmm(g_W[layer], hs[layer].transpose(1, 2), g_z)
+            g_W[layer].baddbmm_(hs[layer].transpose(1, 2), g_z)
             g_h = torch.bmm(g_z, W[layer].transpose(1, 2))
-            g_h[:, b:] += g_h_extra[layer]
+            g_h[:, b:].baddbmm_(deltas[layer], R[layer].transpose(1, 2), alpha=-1)
             if layer > 0:
                 g_z = torch.ops.aten.silu_backward(g_h, zs[layer - 1])
-                if g_z_extra[layer - 1] is not None:
-                    g_z[:, b:] += g_z_extra[layer - 1]
+                g_z[:, b:].sub_(neg_z_extra[layer - 1])
         g_q, g_k = g_h.split(b, dim=1)
         return (g_q, g_k, g_v, g_two_theta, g_keep, g_eta, *g_W, *g_S)
 
