@@ -450,7 +450,7 @@ class _ChunkStep(torch.autograd.Function):
         for layer in range(L - 1, -1, -1):
             g_W[layer].baddbmm_(hs[layer].transpose(1, 2), g_z)
             g_h = torch.bmm(g_z, W[layer].transpose(1, 2))
-            g_h[:, b:].baddbmm_(deltas[layer], R[layer].transpose(1, 2), alpha=-1)
+            g_h[:, b:].sub_(torch.bmm(deltas[layer], R[layer].transpose(1, 2)))
             if layer > 0:
                 g_z = torch.ops.aten.silu_backward(g_h, zs[layer - 1])
                 g_z[:, b:].sub_(neg_z_extra[layer - 1])
@@ -473,13 +473,14 @@ def _conv_forward(cache: Tensor, x: Tensor, w: Tensor) -> Tensor:
     for the new inputs x ∈ [B, T, C], reading the K − 1 cached inputs of the state
     (``cache`` ∈ [B, K − 1, C]) before the first of them; w ∈ [C, K]."""
     K, T = w.shape[1], x.shape[1]
-    out = x * w[:, K - 1]
+    taps = w.t().contiguous()  # [K, C]: a tap's weights as one contiguous row (a strided
+    out = x * taps[K - 1]  # broadcast operand keeps the CPU kernels from vectorizing)
     for j in range(K - 1):
         s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
         if T > s:
-            out[:, s:].addcmul_(x[:, : T - s], w[:, j])
+            out[:, s:].addcmul_(x[:, : T - s], taps[j])
         if m:
-            out[:, :m].addcmul_(cache[:, j : j + m], w[:, j])
+            out[:, :m].addcmul_(cache[:, j : j + m], taps[j])
     return out
 
 
@@ -494,9 +495,10 @@ def _conv_backward(
     at once runs several times slower on a CPU)."""
     K, (B, T, _) = w.shape[1], x.shape
     need_cache, need_x, need_w = needs
+    taps = w.t().contiguous()  # [K, C], as in the forward
     grad_cache = torch.zeros_like(cache) if need_cache else None
-    grad_x = g * w[:, K - 1] if need_x else None
-    grad_w = g.new_zeros(w.shape) if need_w else None
+    grad_x = g * taps[K - 1] if need_x else None
+    grad_taps = g.new_zeros(taps.shape) if need_w else None
 
     def dot_along_time(a: Tensor, b: Tensor) -> Tensor:  # Σ_{b,t} a ⊙ b → [C]
         total = torch.linalg.vecdot(a[0], b[0], dim=0)
@@ -507,15 +509,15 @@ def _conv_backward(
     for j in range(K):
         s, m = K - 1 - j, min(K - 1 - j, T)
         if need_x and j < K - 1 and T > s:
-            grad_x[:, : T - s].addcmul_(g[:, s:], w[:, j])
+            grad_x[:, : T - s].addcmul_(g[:, s:], taps[j])
         if need_cache and m:
-            grad_cache[:, j : j + m].addcmul_(g[:, :m], w[:, j])
+            grad_cache[:, j : j + m].addcmul_(g[:, :m], taps[j])
         if need_w:
             if T > s:
-                grad_w[:, j] += dot_along_time(x[:, : T - s], g[:, s:])
+                grad_taps[j] += dot_along_time(x[:, : T - s], g[:, s:])
             if m:
-                grad_w[:, j] += (cache[:, j : j + m] * g[:, :m]).sum((0, 1))
-    return grad_cache, grad_x, grad_w
+                grad_taps[j] += (cache[:, j : j + m] * g[:, :m]).sum((0, 1))
+    return grad_cache, grad_x, None if grad_taps is None else grad_taps.t()
 
 
 class _ConvSiluNorm(torch.autograd.Function):
