@@ -324,7 +324,10 @@ def _silu_grads(z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     return first, second
 
 
-class _ChunkStep(torch.autograd.Function):
+def _chunk_forward(
+    q: Tensor, k: Tensor, v: Tensor, two_theta: Tensor, keep: Tensor, eta: Tensor,
+    W: list[Tensor], S: list[Tensor],
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
     """Read a chunk's queries and write its keys, for chunk gates with momentum:
 
         Y = M(Q);  Δ_L = (M(K) − V) ⊙ 2θ,  Δ_{l−1} = (Δ_l W_lᵀ) ⊙ σ'(Z_{l−1});
@@ -332,14 +335,119 @@ class _ChunkStep(torch.autograd.Function):
 
     — the same arithmetic as ``memory_mlp`` + ``associative_backward`` +
     ``_apply_chunk`` (which remain the path for token gates, no momentum and
-    partial chunks). The outer backward is written out by hand: it differentiates
-    through the inner gradient (second-order terms via σ''), so autograd records
-    one node per chunk instead of dozens of small ones. Checked against the
-    float64 naive reference and finite differences in the tests.
+    partial chunks). Q, K, V [N, b, d], two_theta [N, b, 1], keep = 1 − α and
+    eta [N]. Returns Y, the new weights and momenta, and what ``_chunk_backward``
+    needs.
+    """
+    L, b = len(W), q.shape[1]
+    x0 = torch.cat([q, k], dim=1)
+    hs, zs = [x0], []  # layer inputs H_{l−1} ([Q;K]) and hidden pre-activations
+    h = x0
+    for layer, w in enumerate(W):
+        z = torch.bmm(h, w)
+        if layer < L - 1:
+            zs.append(z)
+            h = F.silu(z)
+            hs.append(h)
+        else:
+            out = z
+    y, out_k = out.split(b, dim=1)
+    err = out_k - v  # M(K) − V
+    deltas: list[Tensor] = [None] * L  # type: ignore[list-item]
+    ps: list[Tensor] = [None] * L  # type: ignore[list-item]  P_l = Δ_l W_lᵀ
+    delta = err * two_theta
+    for layer in range(L - 1, -1, -1):
+        deltas[layer] = delta
+        if layer > 0:
+            ps[layer] = torch.bmm(delta, W[layer].transpose(1, 2))
+            delta = torch.ops.aten.silu_backward(ps[layer], zs[layer - 1][:, b:])
+    keep3, eta3 = keep[:, None, None], eta[:, None, None]
+    new_w, new_s = [], []
+    for layer in range(L):
+        s_end = torch.baddbmm(eta3 * S[layer], hs[layer][:, b:].transpose(1, 2), deltas[layer], alpha=-1)
+        new_s.append(s_end)
+        new_w.append(torch.addcmul(s_end, keep3, W[layer]))
+    saved = [two_theta, keep, eta, err, *W, *S, *hs, *zs, *deltas, *ps[1:]]
+    return y, new_w, new_s, saved
 
-    Inputs: Q, K, V [N, b, d], two_theta [N, b, 1], keep = 1 − α and eta [N],
-    then the L weights and the L momenta. Outputs: Y, the L new weights, the L
-    new momenta.
+
+def _chunk_backward(
+    saved: list[Tensor], L: int, b: int, g_y: Tensor | None,
+    g_w_new: list[Tensor | None], g_s_new: list[Tensor | None],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """The outer backward of ``_chunk_forward``, written out by hand: it
+    differentiates through the inner gradient (second-order terms via σ'').
+    Returns the gradients of Q, K, V, two_theta, keep, eta, the chunk-start
+    weights and momenta."""
+    two_theta, keep, eta, err = saved[:4]
+    rest = saved[4:]
+    W, S = rest[:L], rest[L : 2 * L]
+    hs = rest[2 * L : 3 * L]  # H_0 = [Q;K], H_l for l < L
+    zs = rest[3 * L : 4 * L - 1]
+    deltas = rest[4 * L - 1 : 5 * L - 1]
+    ps = [None, *rest[5 * L - 1 :]]
+    keep3, eta3 = keep[:, None, None], eta[:, None, None]
+
+    def dot(a: Tensor, c: Tensor) -> Tensor:  # ⟨a_n, c_n⟩ for each memory n
+        return torch.linalg.vecdot(a.flatten(1), c.flatten(1))
+
+    # W'_l = (1 − α) W_l + S'_l,  S'_l = η S_l − G_l
+    g_W, g_S, R = [], [], []  # R_l = dℒ/dS'_l = −dℒ/dG_l
+    g_keep = g_eta = None
+    for layer in range(L):
+        gw, gs = g_w_new[layer], g_s_new[layer]
+        gw = torch.zeros_like(W[layer]) if gw is None else gw
+        r = gw if gs is None else gw + gs
+        g_W.append(keep3 * gw)
+        g_S.append(eta3 * r)
+        dk, de = dot(gw, W[layer]), dot(r, S[layer])
+        g_keep = dk if g_keep is None else g_keep + dk
+        g_eta = de if g_eta is None else g_eta + de
+        R.append(r)
+
+    # G_l = H_{l−1}ᵀ Δ_l over the key rows. Signs folded: N_l = H_{l−1} R_l = −dℒ/dΔ_l;
+    # the key rows of H_{l−1} get −Δ_l R_lᵀ (added below, in the MLP's backward)
+    N = [torch.bmm(hs[layer][:, b:], R[layer]) for layer in range(L)]
+    # Δ_{l−1} = P_l ⊙ σ'(Z_{l−1}), P_l = Δ_l W_lᵀ: walk l = 1 … L−1 upwards
+    neg_z_extra: list[Tensor | None] = [None] * L  # −(σ'' terms) for Z_{l−1}'s key rows
+    for layer in range(1, L):
+        first, second = _silu_grads(zs[layer - 1][:, b:], hs[layer][:, b:])
+        neg_p = N[layer - 1] * first  # −dℒ/dP_l
+        neg_z_extra[layer - 1] = (N[layer - 1] * ps[layer]).mul_(second)
+        N[layer].baddbmm_(neg_p, W[layer])
+        g_W[layer].baddbmm_(neg_p.transpose(1, 2), deltas[layer], alpha=-1)
+    # Δ_L = (M(K) − V) ⊙ 2θ
+    g_v = N[L - 1] * two_theta
+    g_two_theta = -torch.linalg.vecdot(N[L - 1], err).unsqueeze(-1)
+    # forward MLP over [Q;K], from the top: dℒ/dZ_L = [g_y ; −g_v]
+    g_z = g_v.new_empty(g_v.shape[0], 2 * b, g_v.shape[2])
+    if g_y is None:
+        g_z[:, :b].zero_()
+    else:
+        g_z[:, :b].copy_(g_y)
+    torch.neg(g_v, out=g_z[:, b:])
+    for layer in range(L - 1, -1, -1):
+        g_W[layer].baddbmm_(hs[layer].transpose(1, 2), g_z)
+        g_h = torch.bmm(g_z, W[layer].transpose(1, 2))
+        g_h[:, b:].sub_(torch.bmm(deltas[layer], R[layer].transpose(1, 2)))
+        if layer > 0:
+            g_z = torch.ops.aten.silu_backward(g_h, zs[layer - 1])
+            g_z[:, b:].sub_(neg_z_extra[layer - 1])
+    g_q, g_k = g_h.split(b, dim=1)
+    return g_q, g_k, g_v, g_two_theta, g_keep, g_eta, g_W, g_S  # type: ignore[return-value]
+
+
+class _ChunkLoop(torch.autograd.Function):
+    """``n`` consecutive whole chunks of read + write (chunk gates with momentum)
+    as one autograd node: the forward runs ``_chunk_forward`` chunk by chunk, the
+    backward runs ``_chunk_backward`` from the last chunk to the first, carrying
+    the gradients of the weights and momenta between them and writing the
+    gradients of Q, K, V and the gates straight into whole-sequence tensors.
+
+    Inputs: Q, K, V [N, n·b, d], two_theta [N, n, b, 1], keep = 1 − α and eta
+    [N, n], then the L chunk-start weights and the L momenta. Outputs: Y [N, n·b, d],
+    the L final weights, the L final momenta. Checked against the float64 naive
+    reference and finite differences in the tests.
     """
 
     @staticmethod
@@ -349,113 +457,46 @@ class _ChunkStep(torch.autograd.Function):
         with torch.autocast(q.device.type, enabled=False):
             dtype = tensors[0].dtype
             q, k, v, two_theta, keep, eta = (t.to(dtype) for t in (q, k, v, two_theta, keep, eta))
-            return _ChunkStep._forward(ctx, q, k, v, two_theta, keep, eta, *tensors)
-
-    @staticmethod
-    def _forward(ctx, q, k, v, two_theta, keep, eta, *tensors):  # type: ignore[no-untyped-def]
-        L = len(tensors) // 2
-        W, S = list(tensors[:L]), list(tensors[L:])
-        b = q.shape[1]
-        x0 = torch.cat([q, k], dim=1)
-        hs, zs = [x0], []  # layer inputs H_{l−1} ([Q;K]) and hidden pre-activations
-        h = x0
-        for layer, w in enumerate(W):
-            z = torch.bmm(h, w)
-            if layer < L - 1:
-                zs.append(z)
-                h = F.silu(z)
-                hs.append(h)
-            else:
-                out = z
-        y, out_k = out.split(b, dim=1)
-        err = out_k - v  # M(K) − V
-        deltas: list[Tensor] = [None] * L  # type: ignore[list-item]
-        ps: list[Tensor] = [None] * L  # type: ignore[list-item]  P_l = Δ_l W_lᵀ
-        delta = err * two_theta
-        for layer in range(L - 1, -1, -1):
-            deltas[layer] = delta
-            if layer > 0:
-                ps[layer] = torch.bmm(delta, W[layer].transpose(1, 2))
-                delta = torch.ops.aten.silu_backward(ps[layer], zs[layer - 1][:, b:])
-        keep3, eta3 = keep[:, None, None], eta[:, None, None]
-        new_w, new_s = [], []
-        for layer in range(L):
-            s_end = torch.baddbmm(eta3 * S[layer], hs[layer][:, b:].transpose(1, 2), deltas[layer], alpha=-1)
-            new_s.append(s_end)
-            new_w.append(torch.addcmul(s_end, keep3, W[layer]))
-        ctx.save_for_backward(two_theta, keep, eta, err, *W, *S, *hs, *zs, *deltas, *ps[1:])
-        ctx.L, ctx.b, ctx.device_type = L, b, q.device.type
-        return (y, *new_w, *new_s)
+            L = len(tensors) // 2
+            W, S = list(tensors[:L]), list(tensors[L:])
+            n, b = keep.shape[1], two_theta.shape[2]
+            y = q.new_empty(q.shape[0], n * b, W[-1].shape[-1])
+            saved: list[Tensor] = []
+            for i in range(n):
+                rows = slice(i * b, (i + 1) * b)
+                y_i, W, S, keep_i = _chunk_forward(
+                    q[:, rows], k[:, rows], v[:, rows], two_theta[:, i], keep[:, i], eta[:, i], W, S
+                )
+                y[:, rows] = y_i
+                saved.extend(keep_i)
+            ctx.save_for_backward(*saved)
+            ctx.L, ctx.b, ctx.n, ctx.device_type = L, b, n, q.device.type
+            ctx.input_dtype = q.dtype
+            return (y, *W, *S)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, *grads):  # type: ignore[override]
         with torch.autocast(ctx.device_type, enabled=False):
-            return _ChunkStep._backward(ctx, g_y, *grads)
-
-    @staticmethod
-    def _backward(ctx, g_y, *grads):  # type: ignore[no-untyped-def]
-        L, b = ctx.L, ctx.b
-        saved = ctx.saved_tensors
-        dtype = saved[0].dtype
-        g_y = None if g_y is None else g_y.to(dtype)
-        grads = tuple(None if g is None else g.to(dtype) for g in grads)
-        two_theta, keep, eta, err = saved[:4]
-        rest = saved[4:]
-        W, S = rest[:L], rest[L : 2 * L]
-        hs = rest[2 * L : 3 * L]  # H_0 = [Q;K], H_l for l < L
-        zs = rest[3 * L : 4 * L - 1]
-        deltas = rest[4 * L - 1 : 5 * L - 1]
-        ps = (None,) + rest[5 * L - 1 :]
-        keep3, eta3 = keep[:, None, None], eta[:, None, None]
-
-        def dot(a: Tensor, c: Tensor) -> Tensor:  # ⟨a_n, c_n⟩ for each memory n
-            return torch.linalg.vecdot(a.flatten(1), c.flatten(1))
-
-        # W'_l = (1 − α) W_l + S'_l,  S'_l = η S_l − G_l
-        g_W, g_S, R = [], [], []  # R_l = dℒ/dS'_l = −dℒ/dG_l
-        g_keep = g_eta = None
-        for layer in range(L):
-            gw, gs = grads[layer], grads[L + layer]
-            gw = torch.zeros_like(W[layer]) if gw is None else gw
-            r = gw if gs is None else gw + gs
-            g_W.append(keep3 * gw)
-            g_S.append(eta3 * r)
-            dk, de = dot(gw, W[layer]), dot(r, S[layer])
-            g_keep = dk if g_keep is None else g_keep + dk
-            g_eta = de if g_eta is None else g_eta + de
-            R.append(r)
-
-        # G_l = H_{l−1}ᵀ Δ_l over the key rows. Signs folded: N_l = H_{l−1} R_l = −dℒ/dΔ_l;
-        # the key rows of H_{l−1} get −Δ_l R_lᵀ (added below, in the MLP's backward)
-        N = [torch.bmm(hs[layer][:, b:], R[layer]) for layer in range(L)]
-        # Δ_{l−1} = P_l ⊙ σ'(Z_{l−1}), P_l = Δ_l W_lᵀ: walk l = 1 … L−1 upwards
-        neg_z_extra: list[Tensor | None] = [None] * L  # −(σ'' terms) for Z_{l−1}'s key rows
-        for layer in range(1, L):
-            first, second = _silu_grads(zs[layer - 1][:, b:], hs[layer][:, b:])
-            neg_p = N[layer - 1] * first  # −dℒ/dP_l
-            neg_z_extra[layer - 1] = (N[layer - 1] * ps[layer]).mul_(second)
-            N[layer].baddbmm_(neg_p, W[layer])
-            g_W[layer].baddbmm_(neg_p.transpose(1, 2), deltas[layer], alpha=-1)
-        # Δ_L = (M(K) − V) ⊙ 2θ
-        g_v = N[L - 1] * two_theta
-        g_two_theta = -torch.linalg.vecdot(N[L - 1], err).unsqueeze(-1)
-        # forward MLP over [Q;K], from the top: dℒ/dZ_L = [g_y ; −g_v]
-        g_z = g_v.new_empty(g_v.shape[0], 2 * b, g_v.shape[2])
-        if g_y is None:
-            g_z[:, :b].zero_()
-        else:
-            g_z[:, :b].copy_(g_y)
-        torch.neg(g_v, out=g_z[:, b:])
-        for layer in range(L - 1, -1, -1):
-            g_W[layer].baddbmm_(hs[layer].transpose(1, 2), g_z)
-            g_h = torch.bmm(g_z, W[layer].transpose(1, 2))
-            g_h[:, b:].sub_(torch.bmm(deltas[layer], R[layer].transpose(1, 2)))
-            if layer > 0:
-                g_z = torch.ops.aten.silu_backward(g_h, zs[layer - 1])
-                g_z[:, b:].sub_(neg_z_extra[layer - 1])
-        g_q, g_k = g_h.split(b, dim=1)
-        return (g_q, g_k, g_v, g_two_theta, g_keep, g_eta, *g_W, *g_S)
+            L, b, n = ctx.L, ctx.b, ctx.n
+            saved = ctx.saved_tensors
+            per = len(saved) // n
+            ref = saved[4]  # a weight: dtype, device, batch
+            g_y = None if g_y is None else g_y.to(ref.dtype)
+            g_w = [None if g is None else g.to(ref.dtype) for g in grads[:L]]
+            g_s = [None if g is None else g.to(ref.dtype) for g in grads[L:]]
+            N, d = ref.shape[0], saved[3].shape[-1]
+            g_q, g_k, g_v = (ref.new_empty(N, n * b, d) for _ in range(3))
+            g_two_theta = ref.new_empty(N, n, b, 1)
+            g_keep, g_eta = ref.new_empty(N, n), ref.new_empty(N, n)
+            for i in range(n - 1, -1, -1):
+                rows = slice(i * b, (i + 1) * b)
+                gq, gk, gv, g_two_theta[:, i], g_keep[:, i], g_eta[:, i], g_w, g_s = _chunk_backward(
+                    list(saved[i * per : (i + 1) * per]), L, b,
+                    None if g_y is None else g_y[:, rows], g_w, g_s,
+                )
+                g_q[:, rows], g_k[:, rows], g_v[:, rows] = gq, gk, gv
+            return (g_q, g_k, g_v, g_two_theta, g_keep, g_eta, *g_w, *g_s)
 
 
 # ---------------------------------------------------------------------------
@@ -468,56 +509,50 @@ class _ChunkStep(torch.autograd.Function):
 # destination layout, so nothing is copied to reorder it.
 
 
-def _conv_forward(cache: Tensor, x: Tensor, w: Tensor) -> Tensor:
-    """Depthwise causal convolution over time: out[:, t] = Σ_j w[:, j] ⊙ x[:, t − (K−1−j)]
-    for the new inputs x ∈ [B, T, C], reading the K − 1 cached inputs of the state
-    (``cache`` ∈ [B, K − 1, C]) before the first of them; w ∈ [C, K]."""
-    K, T = w.shape[1], x.shape[1]
-    taps = w.t().contiguous()  # [K, C]: a tap's weights as one contiguous row (a strided
-    out = x * taps[K - 1]  # broadcast operand keeps the CPU kernels from vectorizing)
+def _conv_forward(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
+    """Depthwise causal convolution over time for one sequence, into ``out``:
+
+        out[t] = Σ_j taps[j] ⊙ x[t − (K−1−j)]
+
+    for the new inputs x ∈ [T, C], reading the K − 1 cached inputs of the state
+    (``cache`` ∈ [K − 1, C]) before the first of them; taps ∈ [K, C] (each tap's
+    weights one contiguous row: a strided broadcast operand keeps the CPU
+    kernels from vectorizing)."""
+    K, T = taps.shape[0], x.shape[0]
+    torch.mul(x, taps[K - 1], out=out)
     for j in range(K - 1):
         s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
         if T > s:
-            out[:, s:].addcmul_(x[:, : T - s], taps[j])
+            out[s:].addcmul_(x[: T - s], taps[j])
         if m:
-            out[:, :m].addcmul_(cache[:, j : j + m], taps[j])
-    return out
+            out[:m].addcmul_(cache[j : j + m], taps[j])
 
 
 def _conv_backward(
-    cache: Tensor, x: Tensor, w: Tensor, g: Tensor, needs: tuple[bool, bool, bool]
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``_conv_forward`` into (cache, x, w) from g = ∂ℒ/∂out.
+    cache: Tensor, x: Tensor, taps: Tensor, g: Tensor,
+    grad_cache: Tensor | None, grad_x: Tensor | None, grad_taps: Tensor | None,
+) -> None:
+    """Gradients of ``_conv_forward`` for one sequence from g = ∂ℒ/∂out: written
+    into grad_cache and grad_x, accumulated into grad_taps (those not None).
 
-    The input gradient accumulates K shifted products in one buffer; each tap's
-    weight gradient Σ_{b,t} x[b, t − s] ⊙ g[b, t] is a dot product along time,
-    taken per sequence over contiguous rows (a reduction over two strided axes
-    at once runs several times slower on a CPU)."""
-    K, (B, T, _) = w.shape[1], x.shape
-    need_cache, need_x, need_w = needs
-    taps = w.t().contiguous()  # [K, C], as in the forward
-    grad_cache = torch.zeros_like(cache) if need_cache else None
-    grad_x = g * taps[K - 1] if need_x else None
-    grad_taps = g.new_zeros(taps.shape) if need_w else None
-
-    def dot_along_time(a: Tensor, b: Tensor) -> Tensor:  # Σ_{b,t} a ⊙ b → [C]
-        total = torch.linalg.vecdot(a[0], b[0], dim=0)
-        for i in range(1, B):
-            total += torch.linalg.vecdot(a[i], b[i], dim=0)
-        return total
-
+    The input gradient accumulates K shifted products in one buffer; a tap's
+    weight gradient Σ_t x[t − s] ⊙ g[t] is a dot product along time."""
+    K, T = taps.shape[0], x.shape[0]
+    if grad_cache is not None:
+        grad_cache.zero_()
+    if grad_x is not None:
+        torch.mul(g, taps[K - 1], out=grad_x)
     for j in range(K):
         s, m = K - 1 - j, min(K - 1 - j, T)
-        if need_x and j < K - 1 and T > s:
-            grad_x[:, : T - s].addcmul_(g[:, s:], taps[j])
-        if need_cache and m:
-            grad_cache[:, j : j + m].addcmul_(g[:, :m], taps[j])
-        if need_w:
+        if grad_x is not None and j < K - 1 and T > s:
+            grad_x[: T - s].addcmul_(g[s:], taps[j])
+        if grad_cache is not None and m:
+            grad_cache[j : j + m].addcmul_(g[:m], taps[j])
+        if grad_taps is not None:
             if T > s:
-                grad_taps[j] += dot_along_time(x[:, : T - s], g[:, s:])
+                grad_taps[j] += torch.linalg.vecdot(x[: T - s], g[s:], dim=0)
             if m:
-                grad_taps[j] += (cache[:, j : j + m] * g[:, :m]).sum((0, 1))
-    return grad_cache, grad_x, None if grad_taps is None else grad_taps.t()
+                grad_taps[j] += torch.linalg.vecdot(cache[j : j + m], g[:m], dim=0)
 
 
 class _ConvSiluNorm(torch.autograd.Function):
@@ -525,51 +560,72 @@ class _ConvSiluNorm(torch.autograd.Function):
 
         a = SiLU(conv(raw)),  q = a_q / ‖a_q‖,  k = a_k / ‖a_k‖,  v = a_v
 
-    per head, with the convolution continued from the state's cache. SiLU
-    writes each third straight into its head-major tensor; the ℓ2 norms work in
-    place there. Backward: (g − y ⟨g, y⟩) / ‖a‖ for q and k, SiLU' back into the
-    [B, T, 3·H·d] layout, then the convolution's gradients.
+    per head, with the convolution continued from the state's cache. Forward
+    and backward run one sequence at a time, all steps on it back to back while
+    it is still in the CPU's cache; SiLU writes each third straight into its
+    head-major tensor and the ℓ2 norms work in place there. Backward:
+    (g − y ⟨g, y⟩) / ‖a‖ for q and k, SiLU' back into the [T, 3·H·d] layout (one
+    reused buffer), then the convolution's gradients.
     """
 
     @staticmethod
     def forward(ctx, cache: Tensor, raw: Tensor, w: Tensor, heads: int):  # type: ignore[override]
         B, T, C = raw.shape
         d = C // (3 * heads)
-        mixed = _conv_forward(cache, raw, w)
-        parts = mixed.view(B, T, 3, heads, d)
-        outs, norms = [], []
-        for i in range(3):
-            out = raw.new_empty(B, heads, T, d)
-            torch.ops.aten.silu.out(parts[:, :, i], out=out.transpose(1, 2))
-            if i < 2:  # q, k: ℓ2-normalized over the head's features
-                norm = torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-12)
-                out.div_(norm)
-                norms.append(norm)
-            outs.append(out)
-        ctx.save_for_backward(cache, raw, w, mixed, outs[0], outs[1], *norms)
+        dtype = torch.promote_types(raw.dtype, w.dtype)  # (bf16 projections under autocast)
+        raw, cache = raw.to(dtype), cache.to(dtype)
+        taps = w.t().to(dtype).contiguous()  # [K, C]
+        mixed = raw.new_empty(B, T, C)
+        outs = [raw.new_empty(B, heads, T, d) for _ in range(3)]
+        norms = [raw.new_empty(B, heads, T, 1) for _ in range(2)]
+        for i in range(B):
+            _conv_forward(cache[i], raw[i], taps, mixed[i])
+            parts = mixed[i].view(T, 3, heads, d)
+            for c in range(3):
+                out = outs[c][i]  # [H, T, d]
+                torch.ops.aten.silu.out(parts[:, c], out=out.transpose(0, 1))
+                if c < 2:  # q, k: ℓ2-normalized over the head's features
+                    norm = norms[c][i]
+                    torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
+                    out.div_(norm.clamp_min_(1e-12))
+        ctx.save_for_backward(cache, raw, taps, mixed, outs[0], outs[1], *norms)
         ctx.heads = heads
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_q, g_k, g_v):  # type: ignore[override]
-        cache, raw, w, mixed, q, k, norm_q, norm_k = ctx.saved_tensors
+        cache, raw, taps, mixed, q, k, norm_q, norm_k = ctx.saved_tensors
         B, T, C = raw.shape
         heads = ctx.heads
         d = C // (3 * heads)
-        g_mixed = torch.empty_like(mixed)
-        g_parts, parts = g_mixed.view(B, T, 3, heads, d), mixed.view(B, T, 3, heads, d)
-        for i, (g, y, norm) in enumerate(((g_q, q, norm_q), (g_k, k, norm_k), (g_v, None, None))):
-            if g is None:
-                g_parts[:, :, i].zero_()
-                continue
-            if y is not None:  # through the ℓ2 norm
-                dot = torch.linalg.vecdot(g, y, dim=-1).unsqueeze(-1)
-                g = torch.addcmul(g, y, dot, value=-1).div_(norm)
-            torch.ops.aten.silu_backward.grad_input(
-                g.transpose(1, 2), parts[:, :, i], grad_input=g_parts[:, :, i]
+        need_cache, need_raw, need_w = ctx.needs_input_grad[:3]
+        grad_cache = torch.empty_like(cache) if need_cache else None
+        grad_raw = torch.empty_like(raw) if need_raw else None
+        grad_taps = torch.zeros_like(taps) if need_w else None
+        g_mixed = raw.new_empty(T, C)  # one sequence at a time
+        g_parts = g_mixed.view(T, 3, heads, d)
+        through_norm = raw.new_empty(heads, T, d)
+        for i in range(B):
+            parts = mixed[i].view(T, 3, heads, d)
+            for c, (g, y, norm) in enumerate(((g_q, q, norm_q), (g_k, k, norm_k), (g_v, None, None))):
+                if g is None:
+                    g_parts[:, c].zero_()
+                    continue
+                g = g[i].to(raw.dtype)
+                if y is not None:  # through the ℓ2 norm
+                    dot = torch.linalg.vecdot(g, y[i], dim=-1).unsqueeze(-1)
+                    g = torch.addcmul(g, y[i], dot, value=-1, out=through_norm).div_(norm[i])
+                torch.ops.aten.silu_backward.grad_input(
+                    g.transpose(0, 1), parts[:, c], grad_input=g_parts[:, c]
+                )
+            _conv_backward(
+                cache[i], raw[i], taps, g_mixed,
+                None if grad_cache is None else grad_cache[i],
+                None if grad_raw is None else grad_raw[i],
+                grad_taps,
             )
-        grad_cache, grad_raw, grad_w = _conv_backward(cache, raw, w, g_mixed, ctx.needs_input_grad[:3])
+        grad_w = None if grad_taps is None else grad_taps.t()
         return grad_cache, grad_raw, grad_w, None
 
 
@@ -762,7 +818,8 @@ class NeuralMemory(nn.Module):
         key_chunks, val_chunks = keys.split(sizes, dim=1), vals.split(sizes, dim=1)
         if q is not None:  # queries exist for new tokens only
             q_sizes = [max(hi - P, 0) - max(lo - P, 0) for lo, hi in bounds]
-            q_chunks = q.reshape(N, T, d).split(q_sizes, dim=1)
+            q_flat = q.reshape(N, T, d)
+            q_chunks = q_flat.split(q_sizes, dim=1)
         coef_chunks = ChunkCoefficients(*(
             t.unbind(1) if t is not None else None
             for t in (coef.a, coef.kappa, coef.h, coef.c, coef.e)
@@ -773,12 +830,20 @@ class NeuralMemory(nn.Module):
         outs: list[Tensor] = []
         fused = q is not None and cfg.gates == "chunk" and use_momentum
         # chunked form: one sequential step per chunk, everything inside it batched
+        done = 0  # chunks already written by the fused node
         for n in range(n_full + 1):
+            if n < done:
+                continue
             if fused and q_sizes[n] == b and n < n_full:
-                y_n, *WS = _ChunkStep.apply(q_chunks[n], key_chunks[n], val_chunks[n], two_c[n],
-                                            coef_chunks.a[n], coef_chunks.h[n], *W, *S)
-                outs.append(y_n)
+                # every later whole chunk reads b queries too: one node for the run
+                lo, hi = n * b, n_full * b  # key rows; the query rows sit P earlier
+                y_run, *WS = _ChunkLoop.apply(
+                    q_flat[:, lo - P : hi - P], keys[:, lo:hi], vals[:, lo:hi],
+                    scale[:, n:n_full].unsqueeze(-1), coef.a[:, n:n_full], coef.h[:, n:n_full], *W, *S,
+                )
+                outs.append(y_run)
                 W, S = WS[: len(W)], WS[len(W):]
+                done = n_full
                 continue
             if q is not None and n < n_full and q_sizes[n] == b:
                 # read and write at the same weights: one pass over [queries ⧺ keys]
