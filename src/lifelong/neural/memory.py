@@ -629,6 +629,25 @@ class _ConvSiluNorm(torch.autograd.Function):
         return grad_cache, grad_raw, grad_w, None
 
 
+class _RMSNorm(torch.autograd.Function):
+    """x / √(mean(x²) + ε) over the last axis, without a gain; backward
+    (g − x̂ ⟨g, x̂⟩ / D) / rms in three passes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        inv = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1).div_(x.shape[-1]).add_(1e-6))
+        xn = x * inv
+        ctx.save_for_backward(xn, inv)
+        return xn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        xn, inv = ctx.saved_tensors
+        dot = torch.linalg.vecdot(g, xn).unsqueeze(-1).div_(xn.shape[-1])
+        return torch.addcmul(g, xn, dot, value=-1).mul_(inv)
+
+
 class _GatedHeadNorm(torch.autograd.Function):
     """y ∈ [B, H, T, d], gate logits ∈ [B, T, H·d] → z ∈ [B, T, H·d]:
 
@@ -755,7 +774,9 @@ class NeuralMemory(nn.Module):
         if not x.is_floating_point():
             raise ValidationError(f"NeuralMemory expects a float tensor, got {x.dtype}",
                                   hint="cast the input, e.g. x.float()")
-        if not bool(torch.isfinite(x).all()):
+        # a sum is finite only if every term is (NaN and ±inf propagate); one read
+        # pass, and the exact elementwise check only when the sum says otherwise
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValidationError(
                 "NeuralMemory input contains NaN or inf",
                 hint="find where the non-finite values come from upstream; the memory would store them",
@@ -801,7 +822,7 @@ class NeuralMemory(nn.Module):
 
         Keys and queries are ℓ2-normalized anyway; this bounds the values too, so
         the inner loop sees targets of the same size whatever the upstream scale."""
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return _RMSNorm.apply(x)
 
     def _project(self, x: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3],
