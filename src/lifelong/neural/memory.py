@@ -37,9 +37,14 @@ Two settings of the gates (``NeuralMemoryConfig.gates``):
   S_n = η_n S_{n−1} − Σ_{t∈n} θ_t ∇ℓ(M_{n−1}; k_t, v_t), M_n = (1 − α_n) M_{n−1} + S_n.
 θ_t is per token in both: it weighs how much each token is stored.
 
-Outer-loop training: every step above is differentiable torch code, so the
-gradient of a loss on ``y`` flows through the inner updates into the
-projections, the gate maps, the convolutions and the initial memory weights.
+Outer-loop training: the gradient of a loss on ``y`` flows through the inner
+updates into the projections, the gate maps, the convolutions and the initial
+memory weights. Most of the way it is autograd; on the default path (chunk
+gates with momentum) the run of chunks and the elementwise passes around the
+projections have their outer backward written out by hand, for speed on CPUs
+(``_ChunkLoop``, ``_ConvSiluNorm``, ``_GatedHeadNorm``, ``_RMSNorm``), and the
+tests hold them to float64 autograd through ``naive.py`` and to finite
+differences.
 """
 
 from __future__ import annotations
@@ -308,7 +313,7 @@ def _apply_chunk(
 
 
 # ---------------------------------------------------------------------------
-# One chunk, read + write, with a hand-written outer backward (the default path)
+# Chunks of read + write with a hand-written outer backward (the default path)
 # ---------------------------------------------------------------------------
 
 
@@ -500,7 +505,8 @@ class _ChunkLoop(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------
-# Projections after the matmul: short causal convolution, SiLU, ℓ2 norm, heads
+# Around the memory: the projections' convolution, SiLU and ℓ2 norm; the
+# input and output norms
 # ---------------------------------------------------------------------------
 #
 # Written by hand, forward and backward, because on a CPU these passes over
