@@ -469,14 +469,13 @@ class _ChunkLoop(torch.autograd.Function):
             saved: list[Tensor] = []
             for i in range(n):
                 rows = slice(i * b, (i + 1) * b)
-                y_i, W, S, keep_i = _chunk_forward(
+                y_i, W, S, saved_i = _chunk_forward(
                     q[:, rows], k[:, rows], v[:, rows], two_theta[:, i], keep[:, i], eta[:, i], W, S
                 )
                 y[:, rows] = y_i
-                saved.extend(keep_i)
+                saved.extend(saved_i)
             ctx.save_for_backward(*saved)
             ctx.L, ctx.b, ctx.n, ctx.device_type = L, b, n, q.device.type
-            ctx.input_dtype = q.dtype
             return (y, *W, *S)
 
     @staticmethod
