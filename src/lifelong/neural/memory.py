@@ -634,13 +634,24 @@ class _ConvSiluNorm(torch.autograd.Function):
         return grad_cache, grad_raw, grad_w, None
 
 
+def _inv_rms(x: Tensor) -> Tensor:
+    """1 / √(mean(x²) + ε) over the last axis, keeping it (size 1)."""
+    return torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1).div_(x.shape[-1]).add_(1e-6))
+
+
+def _rms_norm_grad(g: Tensor, xn: Tensor, out: Tensor | None = None) -> Tensor:
+    """g − x̂ ⟨g, x̂⟩ / D: the RMS norm's backward before its 1/rms scale."""
+    dot = torch.linalg.vecdot(g, xn).unsqueeze(-1).div_(xn.shape[-1])
+    return torch.addcmul(g, xn, dot, value=-1, out=out)
+
+
 class _RMSNorm(torch.autograd.Function):
     """x / √(mean(x²) + ε) over the last axis, without a gain; backward
     (g − x̂ ⟨g, x̂⟩ / D) / rms in three passes."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        inv = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1).div_(x.shape[-1]).add_(1e-6))
+        inv = _inv_rms(x)
         xn = x * inv
         ctx.save_for_backward(xn, inv)
         return xn
@@ -649,8 +660,7 @@ class _RMSNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
         xn, inv = ctx.saved_tensors
-        dot = torch.linalg.vecdot(g, xn).unsqueeze(-1).div_(xn.shape[-1])
-        return torch.addcmul(g, xn, dot, value=-1).mul_(inv)
+        return _rms_norm_grad(g, xn).mul_(inv)
 
 
 class _GatedHeadNorm(torch.autograd.Function):
@@ -666,7 +676,7 @@ class _GatedHeadNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, gate: Tensor) -> Tensor:  # type: ignore[override]
         B, H, T, d = y.shape
-        inv = torch.rsqrt(torch.linalg.vecdot(y, y).unsqueeze(-1).div_(d).add_(1e-6))  # [B, H, T, 1]
+        inv = _inv_rms(y)  # [B, H, T, 1]
         yn = y.new_empty(B, T, H, d)
         torch.mul(y.transpose(1, 2), inv.transpose(1, 2), out=yn)
         sg = torch.sigmoid(gate)
@@ -682,8 +692,7 @@ class _GatedHeadNorm(torch.autograd.Function):
         flat = yn.view(B, T, H * d)
         g_gate = torch.ops.aten.sigmoid_backward(g * flat, sg)
         g_yn = (g * sg).view(B, T, H, d)
-        dot = torch.linalg.vecdot(g_yn, yn).unsqueeze(-1).div_(d)
-        g_yn.addcmul_(yn, dot, value=-1)  # (g − ŷ ⟨g, ŷ⟩ / d) / rms
+        _rms_norm_grad(g_yn, yn, out=g_yn)  # (then · 1/rms, below)
         g_y = yn.new_empty(B, H, T, d)
         torch.mul(g_yn.transpose(1, 2), inv, out=g_y)
         return g_y, g_gate
