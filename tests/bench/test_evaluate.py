@@ -34,7 +34,7 @@ class NeedleOracle(nn.Module):
             text[: cut + len("mentioned in the provided text are")],
             text[cut:].split(" are", 1)[1],
         )
-        key = re.search(r"magic \w+ for ([a-z]+-[a-z]+) mentioned", prompt).group(1)
+        key = re.search(r"magic \w+ for ([^\W\d_]+-[^\W\d_]+) mentioned", prompt).group(1)
         value = re.search(rf"for {re.escape(key)} is: ([0-9a-f-]+)\.", prompt).group(1)
         target = self.tok.encode(" " + value + ".") + [self.tok.eos_id]
         done = len(self.tok.encode(said)) if said else 0

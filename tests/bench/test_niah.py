@@ -14,7 +14,7 @@ from lifelong.errors import ConfigError
 
 NIAH = ["s_niah_1", "s_niah_2", "s_niah_3", "mk_niah", "mv_niah", "mq_niah"]
 NEEDLE = re.compile(
-    r"One of the special magic (numbers|uuids) for ([a-z]+-[a-z]+) is: ([0-9a-f-]+)\."
+    r"One of the special magic (numbers|uuids) for ([^\W\d_]+-[^\W\d_]+) is: ([0-9a-f-]+)\."
 )
 QUERY = re.compile(r"What are all the special magic (?:numbers|uuids) for (.+?) mentioned")
 
