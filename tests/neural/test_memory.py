@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.errors import ConfigError, StateError, ValidationError
-from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig
+from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig, native
 from lifelong.neural.naive import naive_forward
 
 DIM = 8
@@ -32,6 +32,16 @@ def seed() -> int:
     torch.manual_seed(s)
     print(f"seed={s}")
     return s
+
+
+@pytest.fixture(params=["native", "eager"])
+def loop(request):
+    """Run a test on both implementations of the default chunk loop."""
+    on = request.param == "native"
+    if on:
+        assert native.load() is not None, f"the native chunk loop did not build: {native.error()}"
+    with native.use(on):
+        yield request.param
 
 
 def make(cfg: NeuralMemoryConfig, seed: int) -> NeuralMemory:
@@ -80,7 +90,7 @@ def test_token_recurrence_b1_equals_naive_loop(seed, gates, momentum):
 
 @pytest.mark.parametrize("gates,momentum", ALL_GATES)
 @pytest.mark.parametrize("depth", [1, 3])
-def test_chunked_equals_naive_per_chunk(seed, gates, momentum, depth):
+def test_chunked_equals_naive_per_chunk(seed, loop, gates, momentum, depth):
     # T = 11 with b = 3: three written chunks and a partial one that is read only
     m = make(tiny(chunk_size=3, gates=gates, momentum=momentum, depth=depth), seed)
     x = rand_x(2, 11)
@@ -110,7 +120,7 @@ def test_memory_actually_changes_the_output(seed):
 
 
 @pytest.mark.parametrize("gates", ["chunk", "token"])
-def test_split_passes_equal_one_pass(seed, gates):
+def test_split_passes_equal_one_pass(seed, loop, gates):
     m = make(tiny(chunk_size=3, gates=gates), seed)
     x = rand_x(2, 17)
     y_full, s_full = m(x)
@@ -143,7 +153,7 @@ def test_forward_equals_retrieve_then_update_per_chunk(seed):
     assert_states_equal(state, s_full)
 
 
-def test_save_load_continue_is_exact(seed, tmp_path):
+def test_save_load_continue_is_exact(seed, loop, tmp_path):
     m = make(tiny(chunk_size=3), seed)
     x = rand_x(2, 14)
     y_full, s_full = m(x)
@@ -190,7 +200,7 @@ def test_detach_cuts_the_graph_and_keeps_values(seed):
 
 
 @pytest.mark.parametrize("gates", ["chunk", "token"])
-def test_outer_gradients_match_finite_differences(seed, gates):
+def test_outer_gradients_match_finite_differences(seed, loop, gates):
     m = make(tiny(dim=4, heads=1, head_dim=3, chunk_size=2, gates=gates, conv_kernel=2), seed)
     x = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
     names = ["to_qkv.weight", "to_gates.weight", "to_gates.bias", "init_weights.0",
@@ -206,7 +216,7 @@ def test_outer_gradients_match_finite_differences(seed, gates):
 
 
 @pytest.mark.parametrize("gates,depth", [("token", 2), ("chunk", 1), ("chunk", 2), ("chunk", 3)])
-def test_outer_gradients_match_naive_autograd(seed, gates, depth):
+def test_outer_gradients_match_naive_autograd(seed, loop, gates, depth):
     """Gradients of the outputs, final weights and final momentum (the chunk-gate
     path has a hand-written backward; the naive loop is plain autograd)."""
     m = make(tiny(chunk_size=3, gates=gates, depth=depth), seed)

@@ -42,9 +42,11 @@ updates into the projections, the gate maps, the convolutions and the initial
 memory weights. Most of the way it is autograd; on the default path (chunk
 gates with momentum) the run of chunks and the elementwise passes around the
 projections have their outer backward written out by hand, for speed on CPUs
-(``_ChunkLoop``, ``_ConvSiluNorm``, ``_GatedHeadNorm``, ``_RMSNorm``), and the
-tests hold them to float64 autograd through ``naive.py`` and to finite
-differences.
+(``_ChunkLoop``, ``_ConvSiluNorm``, ``_GatedHeadNorm``, ``_RMSNorm``). On a
+CPU the run of chunks goes to a compiled loop (``native.py``,
+``csrc/chunk_loop.cpp``: the same equations, one memory per thread, built on
+first use; eager PyTorch where it cannot be built). The tests hold every path
+to float64 autograd through ``naive.py`` and to finite differences.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, StateError, ValidationError
+from lifelong.neural import native
 from lifelong.neural.state import MemoryState
 
 # ---------------------------------------------------------------------------
@@ -449,14 +452,17 @@ class _ChunkLoop(torch.autograd.Function):
     the gradients of the weights and momenta between them and writing the
     gradients of Q, K, V and the gates straight into whole-sequence tensors.
 
-    Inputs: Q, K, V [N, n·b, d], two_theta [N, n, b, 1], keep = 1 − α and eta
-    [N, n], then the L chunk-start weights and the L momenta. Outputs: Y [N, n·b, d],
-    the L final weights, the L final momenta. Checked against the float64 naive
-    reference and finite differences in the tests.
+    Inputs: ``save`` (keep what the backward needs), Q, K, V [N, n·b, d],
+    two_theta [N, n, b, 1], keep = 1 − α and eta [N, n], then the L chunk-start
+    weights and the L momenta. Outputs: Y [N, n·b, d], the L final weights, the
+    L final momenta. On the CPU the same arithmetic runs in the native loop of
+    ``native.py`` (``csrc/chunk_loop.cpp``) where it can be built. Both are
+    checked against the float64 naive reference and finite differences in the
+    tests.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, two_theta, keep, eta, *tensors):  # type: ignore[override]
+    def forward(ctx, save, q, k, v, two_theta, keep, eta, *tensors):  # type: ignore[override]
         # The inner loop runs in the dtype of the memory's weights, autocast or not
         # (under bf16 autocast the projections hand in bf16 q, k, v).
         with torch.autocast(q.device.type, enabled=False):
@@ -465,6 +471,17 @@ class _ChunkLoop(torch.autograd.Function):
             L = len(tensors) // 2
             W, S = list(tensors[:L]), list(tensors[L:])
             n, b = keep.shape[1], two_theta.shape[2]
+            ctx.L, ctx.b, ctx.n, ctx.device_type = L, b, n, q.device.type
+            ext = native.load() if q.device.type == "cpu" and dtype in (torch.float32, torch.float64) else None
+            ctx.native = ext
+            if ext is not None:  # the same arithmetic, one memory per thread (native.py)
+                q, k, v, keep, eta = (t.contiguous() for t in (q, k, v, keep, eta))
+                two_theta = two_theta.reshape(two_theta.shape[:3]).contiguous()
+                out = ext.forward(q, k, v, two_theta, keep, eta,
+                                  [w.contiguous() for w in W], [s.contiguous() for s in S], save)
+                if save:
+                    ctx.save_for_backward(q, k, two_theta, keep, eta, *out[1 + 2 * L :])
+                return tuple(out[: 1 + 2 * L])
             y = q.new_empty(q.shape[0], n * b, W[-1].shape[-1])
             saved: list[Tensor] = []
             for i in range(n):
@@ -473,9 +490,9 @@ class _ChunkLoop(torch.autograd.Function):
                     q[:, rows], k[:, rows], v[:, rows], two_theta[:, i], keep[:, i], eta[:, i], W, S
                 )
                 y[:, rows] = y_i
-                saved.extend(saved_i)
+                if save:
+                    saved.extend(saved_i)
             ctx.save_for_backward(*saved)
-            ctx.L, ctx.b, ctx.n, ctx.device_type = L, b, n, q.device.type
             return (y, *W, *S)
 
     @staticmethod
@@ -484,6 +501,11 @@ class _ChunkLoop(torch.autograd.Function):
         with torch.autocast(ctx.device_type, enabled=False):
             L, b, n = ctx.L, ctx.b, ctx.n
             saved = ctx.saved_tensors
+            if ctx.native is not None:
+                q, k, two_theta, keep, eta, *rest = saved
+                g = ctx.native.backward(q, k, two_theta, keep, eta, rest, g_y, list(grads[:L]), list(grads[L:]))
+                g[3] = g[3].unsqueeze(-1)  # two_theta [N, n, b, 1]
+                return (None, *g)
             per = len(saved) // n
             ref = saved[4]  # a weight: dtype, device, batch
             g_y = None if g_y is None else g_y.to(ref.dtype)
@@ -500,7 +522,7 @@ class _ChunkLoop(torch.autograd.Function):
                     None if g_y is None else g_y[:, rows], g_w, g_s,
                 )
                 g_q[:, rows], g_k[:, rows], g_v[:, rows] = gq, gk, gv
-            return (g_q, g_k, g_v, g_two_theta, g_keep, g_eta, *g_w, *g_s)
+            return (None, g_q, g_k, g_v, g_two_theta, g_keep, g_eta, *g_w, *g_s)
 
 
 # ---------------------------------------------------------------------------
@@ -907,10 +929,13 @@ class NeuralMemory(nn.Module):
             if fused and q_sizes[n] == b and n < n_full:
                 # every later whole chunk reads b queries too: one node for the run
                 lo, hi = n * b, n_full * b  # key rows; the query rows sit P earlier
-                y_run, *WS = _ChunkLoop.apply(
+                args = (
                     q_flat[:, lo - P : hi - P], keys[:, lo:hi], vals[:, lo:hi],
                     scale[:, n:n_full].unsqueeze(-1), coef.a[:, n:n_full], coef.h[:, n:n_full], *W, *S,
                 )
+                # keep what the backward needs only if there will be one
+                save = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+                y_run, *WS = _ChunkLoop.apply(save, *args)
                 outs.append(y_run)
                 W, S = WS[: len(W)], WS[len(W):]
                 done = n_full
