@@ -66,10 +66,17 @@ def bench_memory_cmd(
         batch=batch, seq=seq, repeats=repeats, warmup=warmup, compare=peer, device=device,
         dtype=dtype, memory_lengths=lengths, stream_piece=stream_piece,
     )
+    from lifelong.neural import native
+
+    if device == "cpu":  # build (or load) the native chunk loop before anything is timed
+        loop = "native" if native.load() is not None else f"eager ({native.error() or 'LIFELONG_NATIVE=0'})"
+    else:
+        loop = "eager (CUDA)"
     console.print(
         f"[bold]neural memory speed[/] dim {dim}, {heads} heads × {head_dim}, depth {depth} "
         f"(expansion {expansion:g}), chunk {chunk}, batch {batch} × {seq}, {device} {dtype}, "
-        f"{torch.get_num_threads()} threads, {repeats} repeats (+{warmup} warm-up), interleaved"
+        f"{torch.get_num_threads()} threads, {repeats} repeats (+{warmup} warm-up), interleaved; "
+        f"chunk loop: {loop}"
     )
     timings = ms.run_speed(cfg, progress=lambda s: console.print(f"  {s}", style="dim"))
     res = ms.summarize(cfg, timings)
