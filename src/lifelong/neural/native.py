@@ -69,7 +69,8 @@ def load() -> ModuleType | None:
         if _module is not None or _error is not None:
             return _module
         suffix, flags = _flags()
-        digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:10]
+        # the name keys torch's build cache: a new source, CPU flags or torch version builds anew
+        digest = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:10]
         name = f"lifelong_chunk_loop_{suffix}_{digest}"
         if not _built(name):
             print("lifelong: compiling the native CPU chunk loop of the neural memory "
