@@ -106,10 +106,10 @@ struct Slots {
     n = chunks;
     for (int64_t i = 0; i < chunks; ++i) t.push_back(at::empty(shape, opt));
   }
-  void take(const std::vector<Tensor>& all, size_t& at, int64_t layers, int64_t chunks) {
+  void take(const std::vector<Tensor>& all, size_t& pos, int64_t layers, int64_t chunks) {
     n = chunks;
-    t.assign(all.begin() + at, all.begin() + at + layers * chunks);
-    at += layers * chunks;
+    t.assign(all.begin() + pos, all.begin() + pos + layers * chunks);
+    pos += layers * chunks;
   }
   template <typename T>
   T* p(int64_t layer, int64_t chunk, int64_t m) const {
@@ -270,11 +270,11 @@ std::vector<Tensor> backward_impl(const Tensor& q, const Tensor& k, const Tensor
   const int64_t N = q.size(0), n = keep.size(1), b = two_theta.size(2);
   // saved: Ws (L), Ss (L), H (L−1), D1 (L−1), D2 (L−1), Dl (L), P (L−1), E (1) layers of n chunks
   Slots Ws, Ss, H, D1, D2, Dl, P, E;
-  size_t at = 0;
+  size_t pos = 0;
   for (auto [g, layers] : {std::pair{&Ws, L}, {&Ss, L}, {&H, L - 1}, {&D1, L - 1}, {&D2, L - 1},
                            {&Dl, L}, {&P, L - 1}, {&E, int64_t(1)}})
-    g->take(saved, at, layers, n);
-  TORCH_CHECK(at == saved.size(), "the chunk loop's saved tensors do not match its depth");
+    g->take(saved, pos, layers, n);
+  TORCH_CHECK(pos == saved.size(), "the chunk loop's saved tensors do not match its depth");
   std::vector<int64_t> d{Ws.t[0].size(1)};
   for (int64_t l = 0; l < L; ++l) d.push_back(Ws.t[l * n].size(2));
   const int64_t d0 = d[0], dL = d[L], dmax = *std::max_element(d.begin(), d.end());
