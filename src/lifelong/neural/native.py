@@ -97,10 +97,6 @@ def error() -> str | None:
     return _error
 
 
-def enabled() -> bool:
-    return _enabled
-
-
 @contextlib.contextmanager
 def use(flag: bool) -> Iterator[None]:
     """Turn the native loop on or off within a block (for tests and comparisons)."""

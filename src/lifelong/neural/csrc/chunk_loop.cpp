@@ -275,10 +275,12 @@ std::vector<Tensor> backward_impl(const Tensor& q, const Tensor& k, const Tensor
                            {&Dl, L}, {&P, L - 1}, {&E, int64_t(1)}})
     g->take(saved, pos, layers, n);
   TORCH_CHECK(pos == saved.size(), "the chunk loop's saved tensors do not match its depth");
-  std::vector<int64_t> d{Ws.t[0].size(1)};
-  for (int64_t l = 0; l < L; ++l) d.push_back(Ws.t[l * n].size(2));
-  const int64_t d0 = d[0], dL = d[L], dmax = *std::max_element(d.begin(), d.end());
-  auto wsize = [&](int64_t l) { return d[l] * d[l + 1]; };
+  std::vector<Tensor> W0;  // chunk 0's weights: the layer shapes
+  for (int64_t l = 0; l < L; ++l) W0.push_back(Ws.t[l * n]);
+  const Dims D = dims_of(q, keep, two_theta, W0);
+  const std::vector<int64_t>& d = D.d;
+  const int64_t d0 = d[0], dL = d[L], dmax = D.dmax();
+  auto wsize = [&](int64_t l) { return D.wsize(l); };
 
   auto opt = q.options();
   Tensor g_q = at::empty({N, n * b, d0}, opt), g_k = at::empty({N, n * b, d0}, opt);
