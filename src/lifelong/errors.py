@@ -46,3 +46,7 @@ class BudgetExceededError(LifelongError):
 
 class StateError(LifelongError):
     """A memory state that does not fit the module or file it meets."""
+
+
+class BudgetWarning(UserWarning):
+    """A memory over its token budget, used anyway (e.g. after the budget was lowered)."""

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from lifelong.bench import babi
-from lifelong.bench.babilong import compare_answers, distractor_sentences
-from lifelong.bench.tasks import EvalExample, get_task
+from lifelong.data import babi
+from lifelong.data.babilong import compare_answers, distractor_sentences
+from lifelong.data.base import EvalExample
+from lifelong.data.registry import get_task
 
 MOVE = re.compile(r"^(\w+) (?:moved|went|journeyed|travelled|went back) to the (\w+)\.$")
 GET = re.compile(r"^(\w+) (?:picked up|got|grabbed|took) the (\w+) there\.$")

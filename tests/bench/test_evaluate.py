@@ -11,7 +11,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from lifelong.bench import evaluate as ev
-from lifelong.bench.tasks import get_task
+from lifelong.data.registry import get_task
 from lifelong.errors import ConfigError
 
 
@@ -146,8 +146,9 @@ def test_bench_sample_prints_an_example():
 
 def test_bench_run_on_a_trained_checkpoint(tmp_path):
     from lifelong.cli.main import app
-    from lifelong.neural.configs import RunConfig
-    from lifelong.neural.train import load_checkpoint, train
+    from lifelong.train.checkpoint import load_checkpoint
+    from lifelong.train.config import RunConfig
+    from lifelong.train.lm import train
 
     cfg = RunConfig.from_dict(
         {
@@ -164,7 +165,7 @@ def test_bench_run_on_a_trained_checkpoint(tmp_path):
             },
         }
     )
-    train(cfg, progress=False)
+    train(cfg)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
@@ -196,7 +197,7 @@ def test_bench_run_on_a_trained_checkpoint(tmp_path):
 
 
 def test_text_outputs_are_the_models_own_greedy_continuation():
-    from lifelong.neural.configs import ModelConfig
+    from lifelong.neural.config import ModelConfig
     from lifelong.neural.lm import CausalLM
 
     task = get_task("babilong_qa1")
@@ -214,7 +215,7 @@ def test_text_outputs_are_the_models_own_greedy_continuation():
 
 
 def test_streaming_in_chunks_scores_like_one_pass():
-    from lifelong.neural.configs import ModelConfig
+    from lifelong.neural.config import ModelConfig
     from lifelong.neural.lm import CausalLM
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from lifelong.bench import haystack
+from lifelong.data import haystack
 from lifelong.errors import ConfigError
 
 

@@ -8,8 +8,9 @@ import statistics
 import pytest
 import torch
 
-from lifelong.bench.mqar import MQAR, MQARConfig
-from lifelong.bench.tasks import IGNORE_INDEX, get_task
+from lifelong.data.base import IGNORE_INDEX
+from lifelong.data.mqar import MQAR, MQARConfig
+from lifelong.data.registry import get_task
 from lifelong.errors import ConfigError
 
 

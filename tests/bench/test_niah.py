@@ -8,8 +8,9 @@ import re
 import pytest
 import torch
 
-from lifelong.bench import haystack
-from lifelong.bench.tasks import EvalExample, get_task
+from lifelong.data import haystack
+from lifelong.data.base import EvalExample
+from lifelong.data.registry import get_task
 from lifelong.errors import ConfigError
 
 NIAH = ["s_niah_1", "s_niah_2", "s_niah_3", "mk_niah", "mv_niah", "mq_niah"]

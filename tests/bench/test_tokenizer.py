@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from lifelong.bench.tokenizer import load_tokenizer, train_bpe
+from lifelong.data.tokenizer import load_tokenizer, train_bpe
 from lifelong.errors import ConfigError
 
 

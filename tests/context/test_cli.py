@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -43,7 +43,7 @@ def cli(tmp_path, monkeypatch, capsys):
 
 
 def test_notes_commands(cli, tmp_path):
-    from lifelong.cli.context_data import _LazyModel
+    from lifelong.cli.common import LazyModel as _LazyModel
 
     out = cli("notes", "add", "Deploy with make release, not scripts/deploy.sh.", "-t", "deploy",
               "--session", "s1", "--task", "ship it").stdout
@@ -84,7 +84,7 @@ def test_notes_commands(cli, tmp_path):
 
 
 def test_docs_commands(cli, tmp_path):
-    from lifelong.cli.context_data import _LazyModel
+    from lifelong.cli.common import LazyModel as _LazyModel
 
     cli("docs", "write", "ops/deploy", "-d", "How we deploy", "-t", "ops",
         stdin="# Deploying\n\nRun make release from a clean checkout.\n")

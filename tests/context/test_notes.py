@@ -230,3 +230,26 @@ def test_default_budget_follows_the_seed():
     assert default_budget(32_768, task_reserve=8_192) == 24_576
     with pytest.raises(ConfigError):
         default_budget(1000, task_reserve=1000)
+
+
+def test_a_block_over_a_lowered_budget_renders_whole_and_says_so(notes):
+    import warnings
+
+    from lifelong.errors import BudgetWarning
+
+    notes.add("The staging database is read-only on Fridays.")
+    notes.add("Deploys use make release.")
+    block = notes.render()
+    tight = Notes(notes.store, notes.namespace, word_count(block) - 1, word_count)
+    with pytest.warns(BudgetWarning, match=rf"is {word_count(block)} tokens, over its budget of "
+                      rf"{word_count(block) - 1}"):
+        assert tight.render() == block  # never cut
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at the budget: no warning
+        Notes(notes.store, notes.namespace, word_count(block), word_count).render()
+        # read-only notes render without a tokenizer, and refuse writes
+        read_only = Notes(notes.store, notes.namespace, 1, None)
+        assert read_only.render() == block
+    with pytest.raises(ConfigError, match="read-only"):
+        read_only.add("Another note.")
+    assert notes.render() == block

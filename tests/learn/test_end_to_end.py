@@ -10,7 +10,6 @@ from lifelong.cli.main import main
 from lifelong.learn import Protocol, ProtocolConfig, get_strategy, load_suite, run_side_by_side
 from lifelong.learn.protocol import read_jsonl
 from lifelong.learn.report import FINAL_LINE_RE
-
 from tests.llm.conftest import llm_server  # noqa: F401  (the real server fixture)
 
 from .scripted import ScriptedLLM, ScriptedSession

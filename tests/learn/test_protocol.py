@@ -22,9 +22,15 @@ from lifelong.learn.protocol import (
     reader_task,
     writer_task,
 )
-from lifelong.learn.strategies import NAMESPACE, Strategy, get_strategy, register_strategy, strategy_names
+from lifelong.learn.strategies import (
+    NAMESPACE,
+    Strategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
 from lifelong.learn.suites import Suite, load_suite
-from lifelong.learn.tasks import Task
+from lifelong.task import Task
 
 from .scripted import ScriptedLLM, ScriptedSession
 

@@ -11,8 +11,8 @@ from lifelong.errors import ConfigError, ValidationError
 from lifelong.learn.dissimilar import CAPITALS, OPPOSITES, DissimilarPool
 from lifelong.learn.onboarding import OnboardingFamily
 from lifelong.learn.procedure import MOVES, ProcedureFamily
-from lifelong.learn.suites import load_jsonl_suite, load_suite, register_suite, suite_names, Suite
-from lifelong.learn.tasks import Task, answer_line, expect_choice, expect_number, expect_text
+from lifelong.learn.suites import Suite, load_jsonl_suite, load_suite, register_suite, suite_names
+from lifelong.task import Task, answer_line, expect_choice, expect_number, expect_text
 
 
 def test_answer_line_reads_first_line_without_label():

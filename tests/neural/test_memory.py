@@ -1,4 +1,4 @@
-"""NeuralMemory against the float64 references in ``lifelong.neural.naive``.
+"""NeuralMemory against the float64 references in ``lifelong.neural.memory.naive``.
 
 Inputs are fresh random draws each run (no fixed seed): the equalities hold for
 any input, so a failure prints the seed that produced it.
@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.errors import ConfigError, StateError, ValidationError
-from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig, native
-from lifelong.neural.naive import naive_forward
+from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig
+from lifelong.neural.memory import native
+from lifelong.neural.memory.naive import naive_forward
 
 DIM = 8
 

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from lifelong.neural.attention import Attention, rope
-from lifelong.neural.baselines import check_matched, param_counts
-from lifelong.neural.configs import MODEL_KINDS, ModelConfig, RunConfig, TaskConfig, TrainConfig, load_config
-from lifelong.neural.lm import build_model, state_nbytes
-from lifelong.neural.train import train
-
+from lifelong.neural.config import MODEL_KINDS, ModelConfig
+from lifelong.neural.lm import build_model, check_matched, param_counts, state_nbytes
+from lifelong.train.config import RunConfig, TaskConfig, TrainConfig, load_config
+from lifelong.train.lm import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,7 +158,7 @@ def test_every_model_learns_a_learnable_task_on_cpu(kind: str, tmp_path: Path) -
             steps=30, batch_size=8, seq_len=24, lr=1e-2, warmup_steps=3, out_dir=str(tmp_path), log_every=10
         ),
     )
-    result = train(cfg, task=Progression(), progress=False)
+    result = train(cfg, task=Progression())
     first, last = result.losses[0], sum(result.losses[-5:]) / 5
     assert first == pytest.approx(math.log(32), abs=0.3)  # untrained: about uniform
     assert last < 0.7 * first, result.losses
@@ -191,7 +190,7 @@ def test_every_model_runs_forward_and_backward_under_bf16_autocast() -> None:
 
 
 def test_measure_model_reports_sizes_and_state_by_length() -> None:
-    from lifelong.neural.baselines import measure_model
+    from lifelong.bench.models import measure_model
 
     rows = {}
     for kind in ("transformer", "mag"):

@@ -17,8 +17,8 @@ import sys
 import pytest
 import torch
 
-from lifelong.neural import native
-from lifelong.neural.memory import _ChunkLoop
+from lifelong.neural.memory import native
+from lifelong.neural.memory.chunk_loop import chunk_loop
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def _inputs(N, n, b, dims, dtype):
 def _run(inputs, on, weights_in_loss, momenta_in_loss, y_in_loss):
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     with native.use(on):
-        y, *WS = _ChunkLoop.apply(True, *leaves)
+        y, *WS = chunk_loop(True, *leaves)
     L = len(WS) // 2
     gen = torch.Generator().manual_seed(1234)  # the same loss weights for every run
 
@@ -101,9 +101,9 @@ def test_inference_without_saving_gives_the_same_outputs(ext):
     torch.manual_seed(random.randrange(2**31))
     inputs = _inputs(4, 5, 3, [4, 8, 4], torch.float64)
     with native.use(True):
-        kept = _ChunkLoop.apply(True, *inputs)
+        kept = chunk_loop(True, *inputs)
         with torch.no_grad():
-            ring = _ChunkLoop.apply(False, *inputs)  # a ring of two chunks' buffers
+            ring = chunk_loop(False, *inputs)  # a ring of two chunks' buffers
     for a, c in zip(kept, ring):
         assert torch.equal(a, c)
 
@@ -111,7 +111,7 @@ def test_inference_without_saving_gives_the_same_outputs(ext):
 def test_disabled_by_environment_and_fallback_warns(tmp_path):
     code = (
         "import warnings, torch\n"
-        "from lifelong.neural import native, NeuralMemory, NeuralMemoryConfig\n"
+        "from lifelong.neural import NeuralMemory, NeuralMemoryConfig\nfrom lifelong.neural.memory import native\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    m = NeuralMemory(NeuralMemoryConfig(dim=8, heads=2, head_dim=4, chunk_size=2), seed=0)\n"

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from lifelong.errors import ConfigError, NotFoundError
-from lifelong.neural.configs import ModelConfig, RunConfig, TaskConfig, TrainConfig, load_config
-from lifelong.neural.train import build_task, load_checkpoint, lr_factor, train
+from lifelong.neural.config import ModelConfig
+from lifelong.train.checkpoint import load_checkpoint
+from lifelong.train.config import RunConfig, TaskConfig, TrainConfig, load_config
+from lifelong.train.lm import build_task, lr_factor, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,28 +40,27 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_stop_and_resume_continues_the_run_exactly(tmp_path: Path) -> None:
-    whole = train(tiny_run(tmp_path / "whole"), progress=False)
+    whole = train(tiny_run(tmp_path / "whole"))
     cfg = tiny_run(tmp_path / "split")
-    first = train(cfg, until_step=3, progress=False)
+    first = train(cfg, until_step=3)
     assert first.step == 3
     other = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "window": 4}})
     with pytest.raises(ConfigError, match="another model"):
-        train(other, resume=True, progress=False)
-    second = train(cfg, resume=True, progress=False)
+        train(other, resume=True)
+    second = train(cfg, resume=True)
     assert second.step == 8
     assert first.losses + second.losses == whole.losses  # bit-for-bit, not approximately
     a, b = _weights(whole.model), _weights(second.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        train(cfg, progress=False)  # a fresh run never overwrites an earlier one
+        train(cfg)  # a fresh run never overwrites an earlier one
     # The metrics of the resumed run read like one run's.
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").open()]
     assert steps == [2, 3, 4, 6, 8]
-    assert (tmp_path / "split" / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_checkpoint_loads_the_trained_model_with_its_task(tmp_path: Path) -> None:
-    result = train(tiny_run(tmp_path, kind="deltanet", steps=3), progress=False)
+    result = train(tiny_run(tmp_path, kind="deltanet", steps=3))
     model, meta = load_checkpoint(tmp_path)  # a run directory: its newest checkpoint
     assert meta["step"] == 3
     assert meta["task"]["name"] == "mqar" and meta["task"]["vocab_size"] == 32
@@ -77,7 +78,7 @@ def test_text_suite_trains_on_a_mixture_and_records_its_tokenizer(tmp_path: Path
     task = build_task(cfg)
     inputs, labels = task.sample_batch(3, 640, torch.Generator().manual_seed(0))
     assert inputs.shape == labels.shape == (3, 640)
-    train(cfg, progress=False)
+    train(cfg)
     _, meta = load_checkpoint(tmp_path)
     assert meta["tokenizer"] == "byte" and meta["task"]["name"] == "s_niah"
     assert meta["model"]["vocab_size"] == task.vocab_size
@@ -122,6 +123,7 @@ def test_cli_trains_a_shipped_tiny_config_and_resumes(tmp_path: Path) -> None:
     assert "step 4/20" in done.stdout
     done = subprocess.run(cmd + ["--resume", "--steps", "6"], capture_output=True, text=True, env=_env())
     assert done.returncode == 0, done.stderr
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")  # the command draws the curve
     assert "step 6/6" in done.stdout
     _, meta = load_checkpoint(tmp_path)
     assert meta["step"] == 6 and meta["run"]["model"]["kind"] == "lmm"
@@ -143,7 +145,7 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     ddp_model, _ = load_checkpoint(tmp_path / "ddp")
 
-    single = train(tiny_run(tmp_path / "single", kind="mac", steps=4), progress=False)
+    single = train(tiny_run(tmp_path / "single", kind="mac", steps=4))
     # Each rank trains on its half of the global batch; averaged gradients equal the
     # whole batch's, so the weights agree up to float32 summation order.
     a, b = _weights(ddp_model), _weights(single.model)

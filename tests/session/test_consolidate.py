@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from lifelong.context.consolidate import consolidate, consolidation_hook, duplicates_plan, parse_plan
+from lifelong.context.consolidate import (
+    consolidate,
+    consolidation_hook,
+    duplicates_plan,
+    parse_plan,
+)
 from lifelong.context.notes import Notes
 
 from .conftest import ScriptedLLM

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lifelong.context import Docs, Notes, open_store
 from lifelong.context.consolidate import consolidate
 from lifelong.context.session import Session, SessionConfig
-from lifelong.learn.tasks import Task
+from lifelong.task import Task
 
 
 def _contains(word):

@@ -8,7 +8,7 @@ import pytest
 
 from lifelong.context.session import TEXT_PROTOCOL, Session, SessionConfig
 from lifelong.errors import ValidationError
-from lifelong.learn.tasks import Task
+from lifelong.task import Task
 
 from .conftest import ScriptedLLM, tool_call
 

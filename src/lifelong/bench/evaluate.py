@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.atomic import atomic_write_bytes, atomic_write_text
-from lifelong.bench.tasks import IGNORE_INDEX, EvalExample, Task
+from lifelong.data.base import IGNORE_INDEX, EvalExample, SequenceTask
+from lifelong.data.registry import get_task
 from lifelong.errors import ConfigError
+from lifelong.plots import new_figure, png_bytes
 
 
 def _logits(out: Any):
@@ -99,7 +101,7 @@ def greedy_generate(
 
 
 def score_example(
-    model: Any, task: Task, ex: EvalExample, device: str = "cpu", chunk: int | None = None
+    model: Any, task: SequenceTask, ex: EvalExample, device: str = "cpu", chunk: int | None = None
 ) -> tuple[float, str]:
     """(score in [0, 1], what the model said) for one example."""
     import torch
@@ -119,7 +121,7 @@ def score_example(
 
 def evaluate(
     model: Any,
-    tasks: dict[str, Task],
+    tasks: dict[str, SequenceTask],
     lengths: list[int],
     n: int,
     seed: int,
@@ -225,16 +227,9 @@ def write_report(
 
 
 def plot_png(report: dict[str, Any]) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lengths = report["lengths"]
     xs = list(range(len(lengths)))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig, ax = new_figure(figsize=(6.4, 4.0), dpi=120)
     for name, by_len in report["results"].items():
         ys = [by_len[str(x)]["accuracy"] for x in lengths]
         ys = [float("nan") if y is None else y for y in ys]  # skipped lengths leave a gap
@@ -247,31 +242,25 @@ def plot_png(report: dict[str, Any]) -> bytes:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, math.ceil(len(report["results"]) / 8)))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def tasks_for_model(
     names: tuple[str, ...] | list[str], meta: dict[str, Any], options: dict[str, Any] | None = None
-) -> dict[str, Task]:
+) -> dict[str, SequenceTask]:
     """Build the named tasks to match a checkpoint's ``meta`` (its tokenizer, MQAR vocabulary).
 
     ``meta["task"]`` is the training task, a name or ``{"name": ..., "options": {...}}``;
     ``meta["tokenizer"]`` the tokenizer spec (or JSON) of a text model. ``options``
     override both.
     """
-    from lifelong.bench.tasks import get_task
-
     trained = meta.get("task") or {}
     if isinstance(trained, str):
         trained = {"name": trained, "options": {}}
     trained_name = str(trained.get("name", "")).lower().replace("-", "_")
     trained_opts = dict(trained.get("options") or {})
     options = dict(options or {})
-    out: dict[str, Task] = {}
+    out: dict[str, SequenceTask] = {}
     for name in names:
         opts: dict[str, Any] = {}
         if name == "mqar":

@@ -33,8 +33,8 @@ def demo_cmd(
     """Show context memory at work on the embedded model (a few minutes on 2 cores)."""
     from lifelong.context import Docs, Notes, open_store
     from lifelong.context.session import Session, SessionConfig
-    from lifelong.learn.tasks import Task
     from lifelong.llm import load_llm
+    from lifelong.task import Task
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lifelong-demo-") as tmp:
@@ -111,5 +111,5 @@ def _mark(score: float | None) -> str:
     return "[green]yes[/]" if score >= 1.0 else "[red]no[/]"
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command("demo")(demo_cmd)

@@ -34,7 +34,9 @@ def eval_cmd(
     note_penalty: float = typer.Option(0.0005, help="λ: reward penalty per note token"),
     context_penalty: float = typer.Option(0.0001, help="μ: reward penalty per context token"),
     doc_penalty: float = typer.Option(0.0, help="ν: reward penalty per documentation token"),
-    note_budget: int = typer.Option(400, min=1, help="token budget of the notes block"),
+    note_budget: int | None = typer.Option(
+        None, "--note-budget", min=1,
+        help="token budget of the notes block (default: the model's context window − task reserve)"),
     concurrency: int = typer.Option(1, min=1, help="readers at once (server backends only)"),
 ) -> None:
     """Run the protocol; print a summary table, write plots and report.html into OUT.
@@ -115,5 +117,5 @@ def suites_cmd() -> None:
         print(f"strategy {name}: {get_strategy(name).description}")
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(learn_app, name="learn")

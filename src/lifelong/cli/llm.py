@@ -1,10 +1,9 @@
-"""``lifelong llm …`` and ``lifelong bench llm``: the model layer from the shell."""
+"""``lifelong llm …``: the model layer from the shell."""
 
 from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 console = Console()
 
@@ -54,51 +53,11 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 ) -> None:
     """Serve a GGUF model over an OpenAI-compatible HTTP API (llama.cpp's server)."""
-    from lifelong.llm.serve import serve_forever
+    from lifelong.serve.llm import serve_forever
 
     serve_forever(model, host=host, port=port, ready=lambda url: console.print(
         f"serving {model} at {url}/v1  (spec: openai:{url}/v1#{model.split(':')[0]})", highlight=False))
 
 
-def bench_llm_cmd(
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    prompt_tokens: int = typer.Option(512, help="Prompt length for prefill."),
-    decode_tokens: int = typer.Option(128, help="Tokens to generate for decode."),
-    repeats: int = typer.Option(3, help="Repeats (median reported)."),
-    compare: str = typer.Option(
-        "", help="Also measure 'llama-cpp-python' on the same GGUF, in the same run."),
-) -> None:
-    """Prefill and decode tokens/s and load time of a model backend."""
-    from lifelong.llm import load_llm
-    from lifelong.llm.bench import LlamaCppPythonLLM, bench_llms
-
-    spec = model or None
-    openers = [lambda: load_llm(spec)]
-    if compare:
-        if compare != "llama-cpp-python":
-            from lifelong.errors import ConfigError
-
-            raise ConfigError(f"unknown --compare {compare!r}", hint="the only peer is llama-cpp-python")
-        from lifelong.llm.model_files import default_model_path
-
-        path = str(default_model_path())
-        openers.append(lambda: LlamaCppPythonLLM(path))
-    runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats)
-    table = Table(title="model backend throughput")
-    for col in ("backend", "load s", "prefill tok/s", "decode tok/s", "prompt tok", "decoded tok"):
-        table.add_column(col, justify="right" if col != "backend" else "left")
-    for r in runs:
-        table.add_row(r.name, f"{r.load_s:.2f}", f"{r.prefill_tok_s:.1f}", f"{r.decode_tok_s:.1f}",
-                      str(r.prompt_tokens), str(r.decode_tokens))
-    console.print(table)
-    r = runs[0]
-    if len(runs) > 1:
-        p = runs[1]
-        print(f"ratio to {p.name}: prefill {r.prefill_tok_s / p.prefill_tok_s:.2f}x, "
-              f"decode {r.decode_tok_s / p.decode_tok_s:.2f}x, load {r.load_s / p.load_s:.2f}x")
-    print(f"prefill_tok_s={r.prefill_tok_s:.1f} decode_tok_s={r.decode_tok_s:.1f} load_s={r.load_s:.2f}")
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(llm_app, name="llm")
-    bench_app.command("llm")(bench_llm_cmd)

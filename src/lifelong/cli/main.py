@@ -7,11 +7,13 @@ what to do, without a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from lifelong.errors import LifelongError
+from lifelong.cli.common import err_console
+from lifelong.errors import BudgetWarning, LifelongError
 
 app = typer.Typer(
     name="lifelong",
@@ -20,36 +22,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-bench_app = typer.Typer(
-    help="Benchmarks of speed and quality (commands, never timed tests).", no_args_is_help=True
-)
-app.add_typer(bench_app, name="bench")
-
-err_console = Console(stderr=True)
 
 
 def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
-    from lifelong.cli import bench_tasks as bench_tasks_cli
-    from lifelong.cli import context_data as context_data_cli
-    from lifelong.cli import context_run as context_run_cli
-    from lifelong.cli import demo as demo_cli
-    from lifelong.cli import learn as learn_cli
-    from lifelong.cli import llm as llm_cli
-    from lifelong.cli import mcp as mcp_cli
-    from lifelong.cli import memory as memory_cli
-    from lifelong.cli import neural as neural_cli
+    from lifelong.cli import demo, docs, learn, llm, mcp, notes, run, train
+    from lifelong.cli.bench import bench_app
 
-    areas = (llm_cli, demo_cli, context_run_cli, context_data_cli, mcp_cli, learn_cli,
-             memory_cli, neural_cli, bench_tasks_cli)
-    for area in areas:
-        area.register(app, bench_app)
+    for area in (llm, demo, run, notes, docs, mcp, learn, train):
+        area.register(app)
+    app.add_typer(bench_app, name="bench")
 
 
 _register_areas()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    # Warnings meant for users (a notes block over budget) read like the errors: one line.
+    if issubclass(category, BudgetWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    else:
+        _default_show(message, category, filename, lineno, file, line)
+
+
+_default_show = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
     try:
         app(args=argv)
     except LifelongError as exc:

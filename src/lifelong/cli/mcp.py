@@ -3,7 +3,7 @@
 Same store, namespace, model and workspace options as ``lifelong notes …`` and
 ``lifelong docs …``. The model named by ``--model`` is loaded once at start:
 its tokenizer counts notes and pages, and its context window sets the notes
-budget unless ``--budget`` is given.
+budget unless ``--note-budget`` is given.
 """
 
 from __future__ import annotations
@@ -12,28 +12,15 @@ from typing import Annotated
 
 import typer
 
-from lifelong.cli.context_data import (
-    AuthorOpt,
-    BudgetOpt,
-    ModelOpt,
-    NamespaceOpt,
-    ReserveOpt,
-    StoreOpt,
-    WorkspaceOpt,
-    _Ctx,
-)
+from lifelong.cli.common import MemoryArgs, memory_options
 
 CreateOpt = Annotated[bool, typer.Option("--create/--no-create",
                                          help="Create the namespace if it is new (--no-create: "
                                          "refuse to start on an unknown namespace).")]
 
 
-def mcp_cmd(
-    store: StoreOpt = None, namespace: NamespaceOpt = "default", model: ModelOpt = None,
-    budget: BudgetOpt = None, task_reserve: ReserveOpt = None, workspace: WorkspaceOpt = None,
-    author: AuthorOpt = "",
-    create: CreateOpt = True,
-) -> None:
+@memory_options("model", "budget", "workspace", "author")
+def mcp_cmd(create: CreateOpt = True, *, mem: MemoryArgs) -> None:
     """Serve the notes and docs of one namespace to MCP clients over stdio.
 
     Tools: notes_view, notes_list, notes_add, notes_edit, notes_supersede,
@@ -44,29 +31,28 @@ def mcp_cmd(
     from lifelong.errors import ConfigError, NotFoundError
 
     try:
-        from lifelong.context.mcp_server import serve_stdio, stdout_to_stderr
+        from lifelong.serve.mcp import serve_stdio, stdout_to_stderr
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "mcp":
             raise
         raise ConfigError("the MCP SDK 2.x (mcp >= 2.3) is not installed",
                           hint="pip install 'lifelong[mcp]' (or pip install -U mcp)") from None
 
-    with _Ctx(store, model) as c:
+    with mem.open() as c:
         # Fail before serving: a bad store, namespace or model is reported here, not per call
         # (and an unknown namespace before the model takes its seconds to load).
         if not create:
             try:
-                c.store.require_namespace(namespace)
+                c.store.require_namespace(mem.namespace)
             except NotFoundError as exc:
                 raise NotFoundError(exc.message, hint="check --namespace, or leave out "
                                     "--no-create to start it empty") from None
         with stdout_to_stderr():
             c.model.llm  # noqa: B018 - load the tokenizer once, now
-        notes = c.notes(namespace, counting=True, budget=budget, reserve=task_reserve,
-                        author=author, create=create)
-        docs = c.docs(namespace, workspace, author=author)
+        notes = c.notes(counting=True, create=create)
+        docs = c.docs()
         serve_stdio(notes, docs)
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command("mcp")(mcp_cmd)

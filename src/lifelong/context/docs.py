@@ -31,6 +31,7 @@ import yaml
 
 from lifelong.atomic import atomic_write_text
 from lifelong.context.store.base import DocRow, DocVersion, SearchHit, Store, validate_namespace
+from lifelong.context.tags import is_tag
 from lifelong.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
@@ -38,7 +39,40 @@ if TYPE_CHECKING:
 
 TokenCounter = Callable[[str], int]
 _FRONT = "---\n"
-_TAG_RE = re.compile(r"^[\w.:/-]{1,40}$")
+
+
+def page_end(text: str, offset: int, max_tokens: int, count_tokens: Callable[[str], int]) -> int:
+    """Where a page of at most ``max_tokens`` tokens of ``text`` from ``offset`` ends:
+    at a line (or word) boundary when one is in the page's second half. The one
+    pager of documents and of a task's files."""
+    n = len(text)
+    if offset == n:
+        return n
+    # Tokens are short: look no further than 32 characters a token, so a
+    # page of a huge file never tokenizes the whole rest of it.
+    hi = min(n, offset + 32 * max_tokens)
+    if count_tokens(text[offset:hi]) <= max_tokens:
+        if hi == n:
+            return n
+        lo = hi
+    else:
+        # Largest end with count(text[offset:end]) <= max_tokens (counts grow with end).
+        lo, hi = offset, hi - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens(text[offset:mid]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == offset:
+            raise ValidationError(f"max_tokens={max_tokens} is too small to read anything at offset {offset}")
+    # Prefer to stop after a newline, else after whitespace, in the page's second half.
+    half = offset + (lo - offset) // 2
+    for sep in ("\n", " "):
+        cut = text.rfind(sep, half, lo)
+        if cut >= 0:
+            return cut + 1
+    return lo
 
 
 def default_docs_root() -> Path:
@@ -74,7 +108,7 @@ def parse_document(text: str) -> tuple[dict, str]:
     if not isinstance(meta.get("description", ""), str):
         raise ValidationError("front matter 'description' must be a string")
     tags = meta.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG_RE.match(t) for t in tags):
+    if not isinstance(tags, list) or not all(is_tag(t) for t in tags):
         raise ValidationError("front matter 'tags' must be a list of short words",
                               hint="e.g. tags: [deploy, aws]")
     if not isinstance(meta.get("provenance", {}), dict):
@@ -241,7 +275,7 @@ class Docs:
             raise ValidationError(f"offset {offset} is outside {rel} ({len(text)} characters)")
         if max_tokens < 1:
             raise ValidationError(f"max_tokens must be at least 1, got {max_tokens}")
-        end = self._page_end(text, offset, max_tokens)
+        end = page_end(text, offset, max_tokens, self.count_tokens)
         chunk = text[offset:end]
         return Page(rel, chunk, offset, end, end < len(text), len(text),
                     self.count_tokens(chunk) if chunk else 0)
@@ -298,7 +332,7 @@ class Docs:
                 raise ValidationError(
                     f"{path}: the text to replace occurs {count} times, not once",
                     hint="quote more context so it occurs exactly once" if count
-                    else "copy the exact text from `lifelong docs read`",
+                    else "copy the exact text from the document",
                 )
             return parse_document(current.replace(old, new, 1))
 
@@ -318,7 +352,7 @@ class Docs:
         found = [v for v in self.history(rel) if v.id == version_id]
         if not found:
             raise NotFoundError(f"no version {version_id} of {rel!r}",
-                                hint=f"see `lifelong docs history {rel}`")
+                                hint=f"list the versions of {rel} (docs history)")
 
         def change(_meta: dict | None, _body: str | None, _current: str) -> tuple[dict, str]:
             return parse_document(found[0].text)
@@ -404,7 +438,7 @@ class Docs:
             return real.read_text(encoding="utf-8", errors="replace")
         except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
-                                hint="see `lifelong docs tree` or `lifelong docs search`") from None
+                                hint="list the documents (docs tree) or search them (docs search)") from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -434,10 +468,10 @@ class Docs:
                     if not create:
                         raise ValidationError(f"{rel}: {exc.message}",
                                               hint="fix its front matter by hand, or overwrite it "
-                                              "with `lifelong docs write`") from None
+                                              "(docs write)") from None
             elif not create:
                 raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
-                                    hint="create it with `lifelong docs write`")
+                                    hint="create it first (docs write)")
             meta, body = change(old_meta, old_body, current or "")
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             prov = dict(meta.get("provenance") or {})
@@ -467,33 +501,3 @@ class Docs:
             with self.store.session(self.namespace, write=True) as tx:
                 tx.doc_upsert(row)
         return DocInfo(rel, row.description, tuple(row.tags), row.size)
-
-    def _page_end(self, text: str, offset: int, max_tokens: int) -> int:
-        n = len(text)
-        if offset == n:
-            return n
-        # Tokens are short: look no further than 32 characters a token, so a
-        # page of a huge file never tokenizes the whole rest of it.
-        hi = min(n, offset + 32 * max_tokens)
-        if self.count_tokens(text[offset:hi]) <= max_tokens:
-            if hi == n:
-                return n
-            lo = hi
-        else:
-            # Largest end with count(text[offset:end]) <= max_tokens (counts grow with end).
-            lo, hi = offset, hi - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self.count_tokens(text[offset:mid]) <= max_tokens:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            if lo == offset:
-                raise ValidationError(f"max_tokens={max_tokens} is too small to read anything at offset {offset}")
-        # Prefer to stop after a newline, else after whitespace, in the page's second half.
-        half = offset + (lo - offset) // 2
-        for sep in ("\n", " "):
-            cut = text.rfind(sep, half, lo)
-            if cut >= 0:
-                return cut + 1
-        return lo

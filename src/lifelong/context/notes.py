@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lifelong.atomic import atomic_write_text
 from lifelong.context.store.base import NoteEvent, NoteRow, Store, Tx, validate_namespace
-from lifelong.errors import BudgetExceededError, ConfigError, NotFoundError, ValidationError
+from lifelong.context.tags import check_tags
+from lifelong.errors import (
+    BudgetExceededError,
+    BudgetWarning,
+    ConfigError,
+    NotFoundError,
+    ValidationError,
+)
 
 TokenCounter = Callable[[str], int]
 Note = NoteRow  # the public name of a stored note
@@ -33,9 +41,10 @@ NoteChange = NoteEvent  # one entry of a note's history
 # for memories. By default half the window is reserved for the task.
 DEFAULT_TASK_RESERVE_FRACTION = 0.5
 NOTES_HEADER = "## Notes"
+# What may be done to notes (reflection and strategies choose a subset).
+ALL_NOTE_OPS = frozenset({"add", "edit", "supersede", "delete"})
 _NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "without", "cannot", "dont",
                         "don", "doesn", "isn", "aren", "won", "shouldn", "mustn", "avoid"})
-_TAG_RE = re.compile(r"^[\w.:/-]{1,40}$")
 
 
 def default_budget(context_window: int, task_reserve: int | None = None) -> int:
@@ -161,7 +170,8 @@ class Notes:
     """The notes of one namespace, with a token budget.
 
     ``count_tokens`` is the active model's tokenizer (``llm.count_tokens``);
-    ``model`` names the author model recorded on writes. ``create=True`` makes
+    ``None`` opens the notes read-only (listing and rendering need no model;
+    writes are refused). ``model`` names the author model recorded on writes. ``create=True`` makes
     the namespace if it is new; otherwise an unknown namespace is an error.
     """
 
@@ -170,7 +180,7 @@ class Notes:
         store: Store,
         namespace: str,
         budget_tokens: int,
-        count_tokens: TokenCounter,
+        count_tokens: TokenCounter | None,
         *,
         model: str = "",
         max_note_tokens: int = 512,
@@ -189,7 +199,7 @@ class Notes:
         self.store = store
         self.namespace = namespace
         self.budget_tokens = budget_tokens
-        self.count_tokens = count_tokens
+        self._count_tokens = count_tokens
         self.model = model
         self.max_note_tokens = max_note_tokens
         self.max_note_chars = max_note_chars
@@ -223,14 +233,35 @@ class Notes:
                 self._get(tx, note_id)
             return tx.events(note_id)
 
-    def render(self) -> str:
-        """The block the model reads: active notes, deterministic order."""
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's tokenizer (not for read-only notes)."""
+        if self._count_tokens is None:
+            raise ConfigError(f"the notes of {self.namespace!r} were opened read-only",
+                              hint="open them with the model's token counter to change them")
+        return self._count_tokens(text)
+
+    def _block(self) -> str:
         with self.store.session(self.namespace) as tx:
             return render_notes(tx.active_texts())
 
+    def render(self) -> str:
+        """The block the model reads: active notes, deterministic order.
+
+        A block over the budget (the budget was lowered after the notes were
+        written) is still rendered whole, never cut, but not silently: a
+        ``BudgetWarning`` says by how much (read-only notes are not counted)."""
+        block = self._block()
+        if block and self._count_tokens is not None:
+            tokens = self._count_tokens(block)
+            if tokens > self.budget_tokens:
+                warnings.warn(BudgetWarning(
+                    f"the notes block of {self.namespace!r} is {tokens} tokens, over its budget of "
+                    f"{self.budget_tokens}: consolidate, delete or shorten notes"), stacklevel=2)
+        return block
+
     def tokens(self) -> int:
         """Size of the rendered block in the model's tokens."""
-        return self.count_tokens(self.render())
+        return self.count_tokens(self._block())
 
     # -- writes --------------------------------------------------------------
     def add(self, text: str, *, tags: Sequence[str] = (), session: str = "", task: str = "",
@@ -239,7 +270,7 @@ class Notes:
         :func:`normalize`, or near: :func:`is_near_duplicate`); then the
         existing note is returned and the attempt is recorded in its history."""
         text, tokens = self._check_text(text)
-        tags = self._check_tags(tags)
+        tags = check_tags(tags)
         author = self.model if model is None else model
 
         def write(tx: Tx) -> AddResult:
@@ -284,7 +315,7 @@ class Notes:
                 raise ValidationError(
                     f"note {note_id}: the text to replace occurs {count} times, not once",
                     hint="quote more of the note so the text occurs exactly once"
-                    if count else "copy the exact words from `lifelong notes show`",
+                    if count else "copy the exact words of the note",
                 )
             text, tokens = self._check_text(note.text.replace(old, new, 1))
             active = tx.active_texts()
@@ -311,7 +342,7 @@ class Notes:
         def write(tx: Tx) -> Note:
             olds = [self._get(tx, i, need_active=True) for i in ids]
             merged_tags = list(dict.fromkeys(t for o in olds for t in o.tags))
-            new_tags = self._check_tags(tags) if tags is not None else merged_tags
+            new_tags = check_tags(tags) if tags is not None else merged_tags
             active = tx.active_texts()
             now = time.time()
             row = NoteRow(0, self.namespace, text, "active", now, now, author, session, task,
@@ -375,7 +406,7 @@ class Notes:
             note = self._get(tx, note_id)
             if note.status == "active":
                 raise ValidationError(f"note {note_id} is active; only deleted or superseded notes are purged",
-                                      hint=f"delete it first: `lifelong notes delete {note_id}`")
+                                      hint=f"delete note {note_id} first")
             tx.note_purge(note_id)
 
     # -- usage over time -----------------------------------------------------
@@ -425,7 +456,7 @@ class Notes:
         note = tx.note_get(int(note_id))
         if note is None:
             raise NotFoundError(f"no note {note_id} in namespace {self.namespace!r}",
-                                hint="list them with `lifelong notes list --all`")
+                                hint="list every note, deleted and superseded ones included")
         if need_active and note.status != "active":
             extra = f" by note {note.superseded_by}" if note.superseded_by else ""
             raise ValidationError(f"note {note_id} is {note.status}{extra}; only active notes change",
@@ -440,24 +471,15 @@ class Notes:
         if len(text) > self.max_note_chars:
             raise ValidationError(
                 f"note is {len(text)} characters; the limit is {self.max_note_chars}",
-                hint="keep notes short; put detail in documentation (`lifelong docs write`)",
+                hint="keep notes short; put detail in documentation",
             )
         tokens = self.count_tokens(text)
         if tokens > self.max_note_tokens:
             raise ValidationError(
                 f"note is {tokens} tokens; the limit is {self.max_note_tokens}",
-                hint="keep notes short; put detail in documentation (`lifelong docs write`)",
+                hint="keep notes short; put detail in documentation",
             )
         return text, tokens
-
-    def _check_tags(self, tags: Sequence[str]) -> list[str]:
-        if isinstance(tags, str):
-            tags = [tags]
-        bad = [t for t in tags if not isinstance(t, str) or not _TAG_RE.match(t)]
-        if bad:
-            raise ValidationError(f"invalid tags {bad!r}",
-                                  hint="tags are 1-40 characters: letters, digits, _ . : / -")
-        return list(dict.fromkeys(tags))
 
     def _fit(self, tx: Tx, op: str, before: list[tuple[int, str]], after: list[tuple[int, str]]) -> int:
         """Tokens of the block after a write; refuse a write that grows it past the budget.
@@ -486,7 +508,7 @@ class Notes:
                         f"{info.tokens_after} tokens, over its budget of {info.budget_tokens} "
                         f"(now {info.tokens_before})"
                         + (" even after on_over_budget ran" if attempt == 1 else ""),
-                        hint="consolidate (`lifelong consolidate`), delete or shorten notes, "
+                        hint="consolidate the notes, delete or shorten notes, "
                         "or move detail into documentation",
                     ) from None
                 self.on_over_budget(self, info)

@@ -39,11 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.atomic import atomic_write_text
-from lifelong.errors import BudgetExceededError, ContextOverflowError, LifelongError, ValidationError
-from lifelong.learn.tasks import Task
+from lifelong.context.docs import page_end
+from lifelong.context.notes import ALL_NOTE_OPS
+from lifelong.context.tags import is_tag
+from lifelong.errors import (
+    BudgetExceededError,
+    ContextOverflowError,
+    LifelongError,
+    ValidationError,
+)
 from lifelong.llm.base import LLM, Completion, Message
-
-ALL_NOTE_OPS = frozenset({"add", "edit", "supersede", "delete"})
+from lifelong.task import Task
 
 TEXT_PROTOCOL = """\
 You can look things up before answering. To read a file, reply with one line: READ <path>
@@ -314,12 +320,16 @@ class Session:
                 path = arg.strip().strip("`'\"")
                 if path in task.environment:
                     text = task.environment[path]
-                    return _page_of(text, offset, self.config.page_tokens, self.llm.count_tokens, path)
-                if self.docs is None:
+                    if not 0 <= offset <= len(text):
+                        return f"(offset {offset} is outside {path}: {len(text)} characters)"
+                    end = page_end(text, offset, self.config.page_tokens, self.llm.count_tokens)
+                    chunk, more = text[offset:end], end < len(text)
+                elif self.docs is None:
                     return f"(no file {path!r}; files: {', '.join(sorted(task.environment)) or 'none'})"
-                page = self.docs.read(path, offset, self.config.page_tokens)
-                more = f"\n(more: READ {page.path} {page.next_offset})" if page.more else ""
-                return page.text.strip() + more
+                else:
+                    page = self.docs.read(path, offset, self.config.page_tokens)
+                    path, chunk, more, end = page.path, page.text, page.more, page.next_offset
+                return chunk.strip() + (f"\n(more: READ {path} {end})" if more else "")
             if self.docs is None:
                 return "(no documentation to search)"
             hits = self.docs.search(arg, limit=5)
@@ -421,7 +431,7 @@ class Session:
             self.docs.append(path, "\n" + section, **meta)
         else:
             self.docs.write(path, f"# {topic}\n\n{section}", description=f"What was learnt on {topic} tasks",
-                            tags=[topic] if re.fullmatch(r"[\w.:/-]{1,40}", topic) else None, **meta)
+                            tags=[topic] if is_tag(topic) else None, **meta)
         return path
 
     # -- the stored transcript ---------------------------------------------------
@@ -495,17 +505,3 @@ def _result_line(outcome: Outcome) -> str:
     if outcome.feedback:
         return f"{verdict}. Feedback: {outcome.feedback[-1]}"
     return verdict + "."
-
-
-def _page_of(text: str, offset: int, max_tokens: int, count: Any, path: str) -> str:
-    """A page of a task file, cut on a line boundary, in at most ``max_tokens``."""
-    lines, out, used = text[offset:].splitlines(keepends=True), [], 0
-    for line in lines:
-        n = count(line)
-        if out and used + n > max_tokens:
-            break
-        out.append(line)
-        used += n
-    end = offset + sum(len(x) for x in out)
-    more = f"\n(more: READ {path} {end})" if end < len(text) else ""
-    return "".join(out).strip() + more

@@ -24,7 +24,13 @@ from lifelong.learn.protocol import (
     writer_task,
 )
 from lifelong.learn.report import final_line, summarize, summary_table, write_report
-from lifelong.learn.strategies import Memory, Strategy, get_strategy, register_strategy, strategy_names
+from lifelong.learn.strategies import (
+    MemoryFolder,
+    Strategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
 from lifelong.learn.suites import (
     JsonlFamily,
     Suite,
@@ -33,7 +39,7 @@ from lifelong.learn.suites import (
     register_suite,
     suite_names,
 )
-from lifelong.learn.tasks import (
+from lifelong.task import (
     Task,
     TaskFamily,
     answer_line,
@@ -43,7 +49,7 @@ from lifelong.learn.tasks import (
 )
 
 __all__ = [
-    "DissimilarPool", "JsonlFamily", "Memory", "OnboardingFamily", "ProcedureFamily", "Protocol",
+    "DissimilarPool", "JsonlFamily", "MemoryFolder", "OnboardingFamily", "ProcedureFamily", "Protocol",
     "ProtocolConfig", "RunResult", "Strategy", "Suite", "Task", "TaskFamily", "answer_line",
     "episode_record", "expect_choice", "expect_number", "expect_text", "final_line", "get_strategy",
     "load_jsonl_suite", "load_suite", "reader_task", "real_session", "register_strategy",

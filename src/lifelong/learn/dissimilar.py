@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lifelong.learn.tasks import Task, expect_number, expect_text, stable_id
+from lifelong.task import Task, expect_number, expect_text, stable_id
 
 OPPOSITES = {
     "hot": "cold", "big": "small", "up": "down", "fast": "slow", "day": "night",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lifelong.learn.tasks import Task, expect_text, stable_id
+from lifelong.task import Task, expect_text, stable_id
 
 ORGS = ["Velo", "Quillmark", "Brenwick", "Ostara", "Tamsin & Co", "Harrowgate", "Nimbra", "Corvel"]
 TEAMS = ["payments", "search", "mobile", "billing", "security", "data"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lifelong.learn.tasks import Task, expect_choice, stable_id
+from lifelong.task import Task, expect_choice, stable_id
 
 GAMES = ["Korbo", "Tazzle", "Wemble", "Prindle", "Skarn", "Ovvo", "Glimmet", "Dravel"]
 MOVES = ["flip", "hold", "swap", "pass", "burn"]

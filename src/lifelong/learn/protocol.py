@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.atomic import atomic_write_text
+from lifelong.context.notes import budget_for
 from lifelong.errors import ConfigError, LifelongError
-from lifelong.learn.strategies import Memory, Strategy
+from lifelong.learn.strategies import MemoryFolder, Strategy
 from lifelong.learn.suites import Suite
-from lifelong.learn.tasks import Task, TaskFamily
+from lifelong.task import Task, TaskFamily
 
 
 @dataclass
@@ -69,7 +70,8 @@ class ProtocolConfig:
     reflection_max_tokens: int = 32  # the writer's note (one line)
     doc_max_tokens: int = 64  # the writer's documentation entry
     temperature: float = 0.0
-    note_budget_tokens: int = 400
+    # None: the same default as every command, the model's context window − task reserve
+    note_budget_tokens: int | None = None
     reader_attempts: int = 1
     concurrency: int = 1  # readers of one episode at once (1 for the embedded model)
 
@@ -261,10 +263,12 @@ class Protocol:
         self.llm = llm
         self.suite = suite
         self.strategy = strategy
+        if config.note_budget_tokens is None:  # resolved now, so the run's log records the number
+            config = dataclasses.replace(config, note_budget_tokens=budget_for(llm))
         self.config = config
         self.folder = Path(out) / strategy.name
         self.log_path = self.folder / "sessions.jsonl"
-        self.memory = Memory(self.folder / "memory" / "live", llm, strategy, config.note_budget_tokens)
+        self.memory = MemoryFolder(self.folder / "memory" / "live", llm, strategy, config.note_budget_tokens)
         self.session_factory = session_factory or real_session
         self.progress = progress
         self._lines: list[str] = []
@@ -416,7 +420,7 @@ class Protocol:
 
         def one(index: int, relation: str, task: Task) -> dict[str, Any]:
             # Readers never write, so each gets its own fresh Notes/Docs over the same files.
-            memory = Memory(self.memory.folder, self.llm, self.strategy, self.config.note_budget_tokens)
+            memory = MemoryFolder(self.memory.folder, self.llm, self.strategy, self.config.note_budget_tokens)
             notes, docs = memory.open()
             try:
                 return self._call("reader", episode, index, relation, task, notes, docs,

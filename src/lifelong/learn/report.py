@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from lifelong.atomic import atomic_write_bytes, atomic_write_text
 from lifelong.errors import NotFoundError
 from lifelong.learn.protocol import read_jsonl
 from lifelong.learn.strategies import NAMESPACE, strategy_names
+from lifelong.plots import new_figure, png_bytes
 
 # --- Loading and summarising --------------------------------------------------
 
@@ -30,7 +30,7 @@ def find_runs(folders: Sequence[str | Path]) -> dict[str, Path]:
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
-            raise NotFoundError(f"no output folder {folder}", hint="pass the --out folder of a `lifelong learn eval` run")
+            raise NotFoundError(f"no output folder {folder}", hint="pass the output folder of a protocol run")
         candidates = [folder] if (folder / "sessions.jsonl").exists() else sorted(folder.iterdir())
         for run in candidates:
             log = run / "sessions.jsonl"
@@ -132,29 +132,12 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> Any:
 # --- Plots --------------------------------------------------------------------
 
 
-def _figure() -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, plt.subplots(figsize=(7, 4), dpi=110)
-
-
-def _png(plt: Any, fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
 _MARKERS = ("o", "s", "^", "x", "D", "v", "*")
 _STYLES = ("-", "--", "-.", ":")
 
 
 def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = new_figure()
     for i, (name, records) in enumerate(runs.items()):
         eps = [r for r in records if r["type"] == "episode"]
         xs = [e["episode"] for e in eps]
@@ -172,11 +155,11 @@ def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Learning curve")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return png_bytes(fig)
 
 
 def plot_similar_dissimilar(summaries: Sequence[dict[str, Any]]) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = new_figure()
     names = [s["strategy"] for s in summaries]
     xs = range(len(names))
     width = 0.38
@@ -189,11 +172,11 @@ def plot_similar_dissimilar(summaries: Sequence[dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean reader score")
     ax.set_title("Similar vs dissimilar tasks")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return png_bytes(fig)
 
 
 def plot_memory_tokens(runs: dict[str, list[dict]]) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = new_figure()
     docs_ax = None
     for i, (name, records) in enumerate(runs.items()):
         eps = [r for r in records if r["type"] == "episode"]
@@ -215,11 +198,11 @@ def plot_memory_tokens(runs: dict[str, list[dict]]) -> bytes:
         more = docs_ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     ax.legend(handles, labels, fontsize=8)
-    return _png(plt, fig)
+    return png_bytes(fig)
 
 
 def plot_reward_decomposition(summaries: Sequence[dict[str, Any]]) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = new_figure()
     names = [s["strategy"] for s in summaries]
     xs = list(range(len(names)))
     score = [s["reader_score"] or 0.0 for s in summaries]
@@ -236,7 +219,7 @@ def plot_reward_decomposition(summaries: Sequence[dict[str, Any]]) -> bytes:
     ax.set_ylabel("per episode (mean)")
     ax.set_title("Reward = score − λ·notes − μ·context − ν·docs")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return png_bytes(fig)
 
 
 # --- The report ---------------------------------------------------------------
@@ -281,7 +264,7 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> dict[str, An
     runs_paths = find_runs(folders)
     if not runs_paths:
         raise NotFoundError(f"no run logs (sessions.jsonl) under {', '.join(map(str, folders))}",
-                            hint="pass the --out folder of a `lifelong learn eval` run")
+                            hint="pass the output folder of a protocol run")
     runs = {name: read_jsonl(path / "sessions.jsonl") for name, path in runs_paths.items()}
     summaries = [summarize(records) for records in runs.values()]
     images = {

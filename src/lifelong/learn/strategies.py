@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifelong.context.notes import ALL_NOTE_OPS
 from lifelong.errors import ConfigError
 
-ALL_NOTE_OPS = frozenset({"add", "edit", "supersede", "delete"})
 NAMESPACE = "learn"
 
 
@@ -95,7 +95,7 @@ for _s in (
 # --- Memory on disk -----------------------------------------------------------
 
 
-class Memory:
+class MemoryFolder:
     """The notes store and docs workspace of one run, in one folder.
 
     ``folder/store.db`` (SQLite) and ``folder/docs/``. Each session gets fresh

@@ -22,7 +22,7 @@ from lifelong.errors import ConfigError, ValidationError
 from lifelong.learn.dissimilar import DissimilarPool
 from lifelong.learn.onboarding import OnboardingFamily
 from lifelong.learn.procedure import ProcedureFamily
-from lifelong.learn.tasks import (
+from lifelong.task import (
     Checker,
     Task,
     TaskFamily,

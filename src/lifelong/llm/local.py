@@ -23,7 +23,6 @@ from lifelong.errors import ContextOverflowError, ModelError
 from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages
 from lifelong.llm.openai_compat import parse_tool_calls
 
-
 # Gemma's turn format. The embedded GGUF carries no chat template, and llama.cpp
 # would fall back to ChatML, which Gemma never saw in training.
 GEMMA_CHAT_TEMPLATE = (

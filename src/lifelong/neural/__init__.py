@@ -1,6 +1,10 @@
-"""lifelong.neural: weight memory (Titans neural long-term memory and what builds on it)."""
+"""lifelong.neural: weight memory (Titans neural long-term memory and what builds on it).
 
-from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
-from lifelong.neural.state import MemoryState
+- ``memory/``: the neural long-term memory (``NeuralMemory``, ``MemoryState``).
+- ``config``: ``ModelConfig`` and the model kinds; ``lm``: the causal-LM shell.
+- ``attention``, ``deltanet``: the baselines' sequence mixers; ``layers/``: MAC, MAG, MAL, LMM.
+"""
+
+from lifelong.neural.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
 __all__ = ["MemoryState", "NeuralMemory", "NeuralMemoryConfig"]

@@ -19,14 +19,18 @@ memory) run in constant memory however long the stream.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.neural.configs import ModelConfig
+from lifelong.errors import ConfigError
+from lifelong.neural.attention import Attention
+from lifelong.neural.config import ModelConfig
+from lifelong.neural.deltanet import GatedDeltaNet
+from lifelong.neural.layers import titans
 
 LMState = list[list[Any]]
 
@@ -44,30 +48,28 @@ class MLP(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-def build_mixers(config: ModelConfig) -> list[nn.Module]:
-    """The sequence mixers of one block, in order."""
-    from lifelong.neural.attention import Attention
-
-    c = config
-    if c.kind == "transformer":
-        return [Attention(c.dim, c.n_heads, window=None, rope_base=c.rope_base)]
-    if c.kind == "swa":
-        return [Attention(c.dim, c.n_heads, window=c.window, rope_base=c.rope_base)]
-    if c.kind == "deltanet":
-        from lifelong.neural.deltanet import GatedDeltaNet
-
-        return [GatedDeltaNet(c.dim, c.n_heads, c.conv_size, c.deltanet_chunk)]
-    from lifelong.neural import titans
-
-    if c.kind == "lmm":
-        return [titans.MemoryLayer(c)]
-    if c.kind == "mac":
-        return [titans.MACLayer(c)]
-    if c.kind == "mag":
-        return [titans.MAGLayer(c)]
-    # mal: the memory compresses the past, then attention looks closely at the window.
+def _mal(c: ModelConfig) -> list[nn.Module]:
+    # The memory compresses the past, then attention looks closely at the window.
     swa = Attention(c.dim, c.n_heads, c.window, c.n_persistent, c.rope_base)
     return [titans.MemoryLayer(c), swa]
+
+
+# The registry of model kinds: kind -> the sequence mixers of one block, in order.
+# ``config.MODEL_KINDS`` names the same kinds (a test keeps the two in step).
+MIXER_BUILDERS: dict[str, Callable[[ModelConfig], list[nn.Module]]] = {
+    "transformer": lambda c: [Attention(c.dim, c.n_heads, window=None, rope_base=c.rope_base)],
+    "swa": lambda c: [Attention(c.dim, c.n_heads, window=c.window, rope_base=c.rope_base)],
+    "deltanet": lambda c: [GatedDeltaNet(c.dim, c.n_heads, c.conv_size, c.deltanet_chunk)],
+    "lmm": lambda c: [titans.MemoryLayer(c)],
+    "mac": lambda c: [titans.MACLayer(c)],
+    "mag": lambda c: [titans.MAGLayer(c)],
+    "mal": _mal,
+}
+
+
+def build_mixers(config: ModelConfig) -> list[nn.Module]:
+    """The sequence mixers of one block, in order."""
+    return MIXER_BUILDERS[config.kind](config)
 
 
 class Block(nn.Module):
@@ -179,14 +181,45 @@ def build_model(config: ModelConfig) -> CausalLM:
     rest = probe.num_params() - 8 * per_unit
     hidden = round((config.param_budget - rest) / per_unit / 8) * 8
     if hidden < 8:
-        from lifelong.errors import ConfigError
-
         raise ConfigError(
             f"{config.kind}: the model without MLPs already has {rest:,} parameters, "
             f"more than param_budget {config.param_budget:,}",
             hint="raise param_budget or shrink dim / n_layers",
         )
     return CausalLM(dataclasses.replace(config, mlp_hidden=hidden))
+
+
+# --------------------------------------------------------------------------- fair comparison
+# Baselines are matched in size: the same ``param_budget`` in each config, and
+# ``build_model`` solves each model's MLP width to meet it.
+
+
+def param_counts(configs: dict[str, ModelConfig]) -> dict[str, int]:
+    """Parameters of each named model config, as built (tied weights counted once)."""
+    out = {}
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        out[name] = build_model(cfg).num_params()
+    return out
+
+
+def check_matched(counts: dict[str, int], tolerance: float = 0.10) -> None:
+    """Raise ``ConfigError`` unless every count is within ``tolerance`` of their median."""
+    values = sorted(counts.values())
+    median = values[len(values) // 2]
+    off = {k: v for k, v in counts.items() if abs(v - median) > tolerance * median}
+    if off:
+        raise ConfigError(
+            f"parameter counts differ by more than {tolerance:.0%} from the median {median:,}: "
+            + ", ".join(f"{k}={v:,}" for k, v in off.items()),
+            hint="give every config the same model.param_budget (and no explicit mlp_hidden)",
+        )
+
+
+def matched(config: ModelConfig, budget: int) -> ModelConfig:
+    """``config`` with its MLP width solved for ``budget`` parameters (as ``build_model`` does)."""
+    model: CausalLM = build_model(dataclasses.replace(config, param_budget=budget, mlp_hidden=None))
+    return model.config
 
 
 def state_nbytes(state: Any) -> int:

@@ -9,9 +9,8 @@ and the full-text index of the documentation.
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lifelong.context.store.base import DocRow, DocVersion, NoteEvent, NoteRow, Tx
 from lifelong.errors import StoreError

@@ -1,7 +1,7 @@
 """BABILong (Kuratov et al., 2024): bAbI stories hidden in long book text.
 
-A story from ``lifelong.bench.babi`` has its facts inserted, in order, at random
-sentence boundaries of Gutenberg book text (``lifelong.bench.haystack``), until the
+A story from ``lifelong.data.babi`` has its facts inserted, in order, at random
+sentence boundaries of Gutenberg book text (``lifelong.data.haystack``), until the
 example fills the requested length; the question comes last. Length 0 ("0k") is
 the story alone. Book sentences that mention any word of the bAbI world (a name,
 a room, an object, a direction) are left out of the distractor, so the story is the
@@ -20,9 +20,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lifelong.bench import babi, haystack
-from lifelong.bench.niah import assemble
-from lifelong.bench.tasks import EvalExample, TextExample, TextTask
+from lifelong.data import babi, haystack
+from lifelong.data.base import EvalExample, TextExample, TextTask
+from lifelong.data.niah import assemble
 from lifelong.errors import ConfigError
 
 TASKS: dict[str, dict[str, Any]] = {f"babilong_qa{i}": {"qa": f"qa{i}"} for i in range(1, 6)}

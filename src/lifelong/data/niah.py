@@ -26,26 +26,18 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lifelong.bench import haystack
-from lifelong.bench.tasks import TextExample, TextTask
+from lifelong.data import haystack
+from lifelong.data.base import TextExample, TextTask
+from lifelong.data.templates import (
+    ANSWER_PREFIX,
+    HEADER,
+    NEEDLE,
+    QUESTION,
+    VT_ANSWER_PREFIX,
+    VT_HEADER,
+    VT_QUESTION,
+)
 from lifelong.errors import ConfigError
-
-HEADER = (
-    "Some special magic {kind} are hidden within the following text. "
-    "Make sure to memorize it. I will quiz you about the {kind} afterwards.\n"
-)
-NEEDLE = "One of the special magic {kind} for {key} is: {value}."
-QUESTION = "\nWhat are all the special magic {kind} for {query} mentioned in the provided text?"
-ANSWER_PREFIX = " The special magic {kind} for {query} mentioned in the provided text are"
-
-VT_HEADER = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n"
-VT_QUESTION = (
-    "\nQuestion: Find all variables that are assigned the value {value} in the text above."
-)
-VT_ANSWER_PREFIX = (
-    " Answer: According to the chain(s) of variable assignment in the text above,"
-    " {n} variables are assigned the value {value}, they are:"
-)
 
 
 @dataclass
@@ -85,17 +77,6 @@ def build(name: str, **options: Any) -> TextTask:
         return NeedleTask(name, NIAHConfig(**opts))
     except TypeError as exc:
         raise ConfigError(f"bad option for task {name!r}: {exc}") from exc
-
-
-def template_lines() -> list[str]:
-    lines = list(haystack.NOISE_SENTENCES)
-    for kind in ("numbers", "uuids"):
-        lines += [
-            HEADER.format(kind=kind),
-            NEEDLE.format(kind=kind, key="key", value="0"),
-            QUESTION.format(kind=kind, query="key") + ANSWER_PREFIX.format(kind=kind, query="key"),
-        ]
-    return lines + [VT_HEADER, VT_QUESTION.format(value="0"), VT_ANSWER_PREFIX.format(n=5, value=0)]
 
 
 # --------------------------------------------------------------------------- haystack assembly

@@ -6,42 +6,38 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from lifelong.cli.context_data import ModelOpt, NamespaceOpt, StoreOpt, WorkspaceOpt, _Ctx
-
-console = Console()
+from lifelong.cli.common import MemoryArgs, console, memory_options
 
 
+@memory_options("model", "budget", "workspace")
 def run_cmd(
     task: Annotated[str, typer.Argument(help="The task, as the model should read it.")],
-    store: StoreOpt = None,
-    namespace: NamespaceOpt = "default",
-    model: ModelOpt = None,
-    workspace: WorkspaceOpt = None,
     expect: Annotated[str | None, typer.Option(help="Score 1 if the answer contains this text, else 0.")] = None,
     feedback: Annotated[str | None, typer.Option(help="What the world says after a wrong answer.")] = None,
     attempts: Annotated[int, typer.Option(help="Attempts when the answer is wrong and feedback is given.")] = 1,
     reflect: Annotated[bool, typer.Option(help="Write notes and docs at the end.")] = True,
     protocol: Annotated[str, typer.Option(help="text (any model) or tools (native tool calls).")] = "text",
     transcripts: Annotated[Path | None, typer.Option(help="Folder for transcripts (default: <data dir>/transcripts).")] = None,
+    *, mem: MemoryArgs,
 ) -> None:
     """Do one task with the namespace's notes and docs; reflect and write memories at the end."""
     from lifelong.context.session import Session, SessionConfig
-    from lifelong.learn.tasks import Task
     from lifelong.paths import data_dir
+    from lifelong.task import Task
 
     check = None
     if expect is not None:
         want = expect.lower()
         check = lambda answer: 1.0 if want in answer.lower() else 0.0  # noqa: E731
     said = (lambda answer, score: feedback) if feedback else None
-    t = Task(prompt=task, check=check, feedback=said, max_attempts=attempts, family=namespace, id="cli")
-    with _Ctx(store, model) as ctx:
+    t = Task(prompt=task, check=check, feedback=said, max_attempts=attempts, family=mem.namespace, id="cli")
+    with mem.open() as ctx:
         llm = ctx.model.llm
-        notes = ctx.notes(namespace, counting=True, author=llm.name, create=True)
-        docs = ctx.docs(namespace, workspace, author=llm.name, create=True)
+        mem.author = llm.name
+        notes = ctx.notes(counting=True, create=True)
+        docs = ctx.docs(create=True)
         cfg = SessionConfig(protocol=protocol, reflect=reflect,
                             transcript_dir=transcripts or data_dir() / "transcripts")
         out = Session(llm, notes, docs, cfg).run(t)
@@ -60,21 +56,20 @@ def run_cmd(
                   f"{out.tool_calls} tool calls, {out.latency_s:.1f} s, session {out.session_id}[/]")
 
 
+@memory_options("model", "budget", "workspace")
 def consolidate_cmd(
-    store: StoreOpt = None,
-    namespace: NamespaceOpt = "default",
-    model: ModelOpt = None,
-    workspace: WorkspaceOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")] = False,
     no_model: Annotated[bool, typer.Option("--no-model", help="Only merge near-duplicate notes.")] = False,
+    *, mem: MemoryArgs,
 ) -> None:
     """Rewrite the notes smaller with a model (possibly a newer one inheriting them)."""
     from lifelong.context.consolidate import consolidate
 
-    with _Ctx(store, model) as ctx:
+    with mem.open() as ctx:
         llm = ctx.model.llm
-        notes = ctx.notes(namespace, counting=True, author=llm.name)
-        docs = ctx.docs(namespace, workspace, author=llm.name)
+        mem.author = llm.name
+        notes = ctx.notes(counting=True)
+        docs = ctx.docs()
         r = consolidate(None if no_model else llm, notes, docs, dry_run=dry_run)
     console.print(("[green]applied:[/] " if r.applied else "[yellow]not applied:[/] ") + escape(r.reason))
     for ids, text in r.plan.merges:
@@ -86,6 +81,6 @@ def consolidate_cmd(
     console.print(f"tokens_before={r.tokens_before} tokens_after={r.tokens_after}")
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
     app.command("consolidate")(consolidate_cmd)

@@ -235,13 +235,6 @@ def word_lists() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return clean(adjectives), clean(nouns)
 
 
-def template_text() -> str:
-    """The fixed words of every text task, so the BPE learns them as whole tokens."""
-    from lifelong.bench import babi, niah
-
-    return "\n".join(niah.template_lines() + babi.template_lines())
-
-
 def _cache() -> Path:
     from lifelong.paths import cache_dir
 

@@ -1,6 +1,6 @@
-"""The benchmark tasks behind one interface, and the registry that names them.
+"""The interface every sequence task shares, and the machinery of the text tasks.
 
-A task is used two ways:
+A sequence task (``SequenceTask``) is used two ways:
 
 - training: ``task.sample_batch(batch_size, seq_len, generator)`` returns
   ``(input_ids, labels)``, both ``LongTensor[B, T]`` with ``T == seq_len``. Labels are
@@ -18,24 +18,20 @@ text example at length L is a prompt that, with its answer and eos, fills L + 1
 tokens, exactly like a training sequence of ``seq_len`` L. So "2x the training
 length" means the same shape, twice as long.
 
-Names: ``mqar``; ``s_niah_1``, ``s_niah_2``, ``s_niah_3``, ``mk_niah``, ``mv_niah``,
-``mq_niah``, ``vt``; ``babilong_qa1`` … ``babilong_qa5``. Suites (for
-``lifelong bench run --suite``) are a task name or one of ``SUITES``.
+The registry that names the tasks is ``lifelong.data.registry``.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lifelong.data.tokenizer import Tokenizer, load_tokenizer
 from lifelong.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
-
-    from lifelong.bench.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100
 
@@ -52,7 +48,7 @@ class EvalExample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class Task(Protocol):
+class SequenceTask(Protocol):
     name: str
     vocab_size: int
     tokenizer: Tokenizer | None
@@ -91,8 +87,6 @@ class TextTask:
     name: str = "text"
 
     def __init__(self, tokenizer: str | Tokenizer | None = None) -> None:
-        from lifelong.bench.tokenizer import load_tokenizer
-
         self.tokenizer = load_tokenizer(tokenizer)
         self.vocab_size = self.tokenizer.vocab_size
         self._ids_cache: dict[str, list[int]] = {}
@@ -181,72 +175,3 @@ class TextTask:
         text = output.lower()
         refs = example.references
         return sum(r.lower() in text for r in refs) / len(refs) if refs else 0.0
-
-
-# --------------------------------------------------------------------------- registry
-
-SUITES: dict[str, tuple[str, ...]] = {
-    "mqar": ("mqar",),
-    "s_niah": ("s_niah_1", "s_niah_2", "s_niah_3"),
-    "niah": ("s_niah_1", "s_niah_2", "s_niah_3", "mk_niah", "mv_niah", "mq_niah", "vt"),
-    "ruler": ("s_niah_1", "s_niah_2", "s_niah_3", "mk_niah", "mv_niah", "mq_niah", "vt"),
-    "babilong": tuple(f"babilong_qa{i}" for i in range(1, 6)),
-}
-
-
-def task_names() -> list[str]:
-    from lifelong.bench import babilong, mqar, niah
-
-    return list(mqar.TASKS) + list(niah.TASKS) + list(babilong.TASKS)
-
-
-def _canonical(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
-
-
-def get_task(name: str, **options: Any) -> Task:
-    """The task called ``name`` (see the module docstring), built with ``options``.
-
-    Text tasks take ``tokenizer=`` (a spec, see ``lifelong.bench.tokenizer``); every task
-    takes the options of its config dataclass (e.g. ``mqar``: ``vocab_size``,
-    ``num_kv_pairs``).
-    """
-    from lifelong.bench import babilong, mqar, niah
-
-    key = _canonical(name)
-    for module in (mqar, niah, babilong):
-        if key in module.TASKS:
-            return module.build(key, **options)
-    raise ConfigError(f"unknown task {name!r}", hint=f"choose one of: {', '.join(task_names())}")
-
-
-def suite_tasks(suite: str) -> tuple[str, ...]:
-    """Task names of a suite (a suite name, a task name, or a comma-separated list)."""
-    names: list[str] = []
-    for part in suite.split(","):
-        key = _canonical(part)
-        if not key:
-            continue
-        if key in SUITES:
-            names.extend(SUITES[key])
-        elif key in task_names():
-            names.append(key)
-        else:
-            raise ConfigError(
-                f"unknown suite or task {part!r}",
-                hint=f"suites: {', '.join(SUITES)}; tasks: {', '.join(task_names())}",
-            )
-    return tuple(dict.fromkeys(names))
-
-
-def parse_length(text: str) -> int:
-    """'2k' -> 2048, '512' -> 512, '0k' -> 0 (BABILong's facts-only setting)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", text)
-    if not m:
-        raise ConfigError(f"bad length {text!r}", hint="write lengths like 512, 1k, 16k")
-    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-    return int(m.group(1)) * scale
-
-
-def parse_lengths(text: str) -> list[int]:
-    return [parse_length(p) for p in text.split(",") if p.strip()]

@@ -36,9 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.neural.attention import Attention
-from lifelong.neural.configs import ModelConfig
+from lifelong.neural.config import ModelConfig
 from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
-
 
 # The memory's own default bound on θ (``memory.stable_max_lr``) is sized for an
 # untrained memory with its initial gates. Training moves the gates: θ towards its

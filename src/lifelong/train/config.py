@@ -1,11 +1,11 @@
 """Run configs: one TOML (or YAML) file says which model, which task, how to train.
 
-A config file has three tables, each a dataclass below with defaults that work::
+A config file has three tables, each a dataclass with defaults that work::
 
     name = "mac-tiny"
-    [model]            # ModelConfig: which sequence mixer, how big
+    [model]            # lifelong.neural.config.ModelConfig: which sequence mixer, how big
     kind = "mac"
-    [task]             # TaskConfig: a task from lifelong.bench.tasks and its options
+    [task]             # TaskConfig: a task from lifelong.data.registry and its options
     name = "mqar"
     [train]            # TrainConfig: steps, batch, sequence length, optimiser, seed
     steps = 200
@@ -23,68 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import ConfigError
-
-MODEL_KINDS = ("transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal")
-
-
-@dataclass
-class ModelConfig:
-    """A causal LM: embedding, ``n_layers`` blocks of (sequence mixer, MLP), norm, head.
-
-    ``kind`` picks the sequence mixer of every block:
-
-    - ``transformer``: causal softmax attention with RoPE over the whole context.
-    - ``swa``: the same attention restricted to the last ``window`` tokens.
-    - ``deltanet``: Gated DeltaNet (a linear recurrence with a delta-rule update).
-    - ``lmm``: the Titans neural long-term memory alone.
-    - ``mac``: Titans memory as context (attention over segments of ``segment_len``).
-    - ``mag``: Titans memory as gate (sliding-window attention ‖ memory, gated).
-    - ``mal``: Titans memory as layer (memory, then sliding-window attention).
-    """
-
-    kind: str = "transformer"
-    vocab_size: int = 256
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    # SwiGLU hidden width. None: 8/3 * dim rounded to a multiple of 8, unless
-    # ``param_budget`` is set, in which case it is solved so the whole model has
-    # about that many parameters -- the way baselines are matched in size.
-    mlp_hidden: int | None = None
-    param_budget: int | None = None
-    tie_embeddings: bool = True
-    rope_base: float = 10000.0
-    # Attention windows and Titans structure.
-    window: int = 64  # swa, mag, mal: tokens each query sees (itself included)
-    segment_len: int = 32  # mac: attention runs within segments of this length
-    n_persistent: int = 4  # mac, mag, mal: learnable tokens every query can see
-    # Neural memory (lmm, mac, mag, mal); extra options go to NeuralMemoryConfig.
-    memory_depth: int = 2
-    memory_chunk: int = 16
-    memory_options: dict[str, Any] = field(default_factory=dict)
-    # Gated DeltaNet.
-    conv_size: int = 4
-    deltanet_chunk: int = 32
-
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"unknown model kind {self.kind!r}",
-                hint=f"use one of: {', '.join(MODEL_KINDS)}",
-            )
-        if self.dim % self.n_heads:
-            raise ConfigError(
-                f"dim {self.dim} is not divisible by n_heads {self.n_heads}",
-                hint="pick n_heads that divides dim",
-            )
-        for name in ("vocab_size", "dim", "n_layers", "window", "segment_len", "memory_chunk"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1", hint="set a positive value")
+from lifelong.neural.config import ModelConfig
 
 
 @dataclass
 class TaskConfig:
-    """A task from ``lifelong.bench.tasks.get_task(name, **options)``."""
+    """A task from ``lifelong.data.registry.build_task(name, options)``."""
 
     name: str = "mqar"
     options: dict[str, Any] = field(default_factory=dict)

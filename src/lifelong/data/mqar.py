@@ -19,7 +19,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lifelong.bench.tasks import IGNORE_INDEX, EvalExample
+from lifelong.data.base import IGNORE_INDEX, EvalExample
 from lifelong.errors import ConfigError
 
 TASKS: dict[str, dict[str, Any]] = {"mqar": {}}

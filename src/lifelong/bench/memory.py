@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lifelong.bench.models import sync
 from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
 
 
@@ -85,27 +86,22 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _time_train(model: torch.nn.Module, x: torch.Tensor, device: str) -> float:
     model.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     y, _ = model(x)
     y.float().square().mean().backward()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
 def _time_infer(model: torch.nn.Module, x: torch.Tensor, device: str) -> float:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         model(x)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -159,10 +155,10 @@ def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 2048, repeats: i
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 

@@ -169,9 +169,9 @@ def train_bpe(texts: list[str], vocab_size: int, min_frequency: int = 2):  # -> 
 
 def _bpe_corpus(max_chars: int) -> list[str]:
     """The bundled text, in a fixed order: essays, book sentences, the task templates."""
-    from lifelong.bench import haystack
+    from lifelong.data import haystack, templates
 
     texts = [" ".join(haystack.essay_sentences())]
     texts.append(" ".join(haystack.book_sentences())[: max(0, max_chars - len(texts[0]))])
-    texts.append(haystack.template_text())
+    texts.append(templates.template_text())
     return texts

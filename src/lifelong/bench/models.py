@@ -15,40 +15,21 @@ sequence length -- the "constant memory beyond the window" claim, measured.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import torch
 
 from lifelong.errors import ConfigError
-from lifelong.neural.configs import ModelConfig, RunConfig
-from lifelong.neural.lm import CausalLM, build_model, state_nbytes
+from lifelong.neural.lm import build_model, state_nbytes
+from lifelong.train.config import RunConfig
 
 BASELINE_KINDS = ("transformer", "swa", "deltanet")
 MEMORY_KINDS = ("lmm", "mac", "mag", "mal")
 
 
-def param_counts(configs: dict[str, ModelConfig]) -> dict[str, int]:
-    """Parameters of each named model config, as built (tied weights counted once)."""
-    out = {}
-    for name, cfg in configs.items():
-        torch.manual_seed(0)
-        out[name] = build_model(cfg).num_params()
-    return out
 
 
-def check_matched(counts: dict[str, int], tolerance: float = 0.10) -> None:
-    """Raise ``ConfigError`` unless every count is within ``tolerance`` of their median."""
-    values = sorted(counts.values())
-    median = values[len(values) // 2]
-    off = {k: v for k, v in counts.items() if abs(v - median) > tolerance * median}
-    if off:
-        raise ConfigError(
-            f"parameter counts differ by more than {tolerance:.0%} from the median {median:,}: "
-            + ", ".join(f"{k}={v:,}" for k, v in off.items()),
-            hint="give every config the same model.param_budget (and no explicit mlp_hidden)",
-        )
 
 
 def measure_model(
@@ -92,11 +73,11 @@ def measure_model(
 
     model.train()
     train_step()  # warm-up: allocator, kernels
-    _sync(dev)
+    sync(dev)
     start = time.perf_counter()
     for _ in range(train_steps):
         train_step()
-    _sync(dev)
+    sync(dev)
     train_tps = train_steps * batch_size * seq_len / (time.perf_counter() - start)
 
     model.eval()
@@ -105,14 +86,14 @@ def measure_model(
         seq = torch.randint(0, vocab, (1, length), generator=gen).to(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        _sync(dev)
+        sync(dev)
         start = time.perf_counter()
         state = None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
         with torch.no_grad(), autocast:
             for s in range(0, length, chunk):
                 _, state = model(seq[:, s : s + chunk], state)
-        _sync(dev)
+        sync(dev)
         elapsed = time.perf_counter() - start
         row = {
             "length": length,
@@ -193,12 +174,10 @@ def _peak_child(cfg_dict: dict, length: int, chunk: int, threads: int, queue: An
     queue.put((max(peak[0], _rss_bytes()) - base) / 2**20)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a timer reads what it measures (no-op on a CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def matched(config: ModelConfig, budget: int) -> ModelConfig:
-    """``config`` with its MLP width solved for ``budget`` parameters (as ``build_model`` does)."""
-    model: CausalLM = build_model(dataclasses.replace(config, param_budget=budget, mlp_hidden=None))
-    return model.config

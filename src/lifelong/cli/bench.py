@@ -1,0 +1,499 @@
+"""``lifelong bench …``: every benchmark command (speed and quality; never timed tests).
+
+- ``run``, ``sample``, ``data``, ``tokenizers``, ``generators``: the long-context suites.
+- ``models``: training and streaming-inference speed and state size of model configs.
+- ``memory``: the neural memory's speed, against titans-pytorch in the same run.
+- ``llm``: load time, prefill and decode tokens/s of a model backend.
+- ``store``: notes render and docs search latency, writes/s on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lifelong.cli.common import MODEL_HELP, console, err_console
+from lifelong.errors import ConfigError
+
+bench_app = typer.Typer(
+    help="Benchmarks of speed and quality (commands, never timed tests).", no_args_is_help=True
+)
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values read as int, float, bool or string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"bad option {item!r}", hint="write options as key=value")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                pass
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out[key.strip()] = value
+    return out
+
+
+@bench_app.command("run")
+def bench_run(
+    model: Path = typer.Option(..., "--model", help="checkpoint written by `lifelong train`"),
+    suite: str = typer.Option(
+        "s_niah", help="suite (mqar, s_niah, niah, babilong) or task names"
+    ),
+    lengths: str = typer.Option("1k,2k,4k,8k,16k", help="comma-separated, e.g. 0k,1k,2k"),
+    n: int = typer.Option(20, "--n", help="examples per task and length"),
+    seed: int = typer.Option(0, help="seed of the generated examples"),
+    out: Path = typer.Option(Path("bench-results"), "--out", help="folder for JSON + PNG"),
+    device: str = typer.Option("cpu", help="torch device"),
+    option: list[str] = typer.Option(None, "--option", help="task option key=value"),
+    prefill_chunk: int = typer.Option(
+        0, "--prefill-chunk",
+        help="read prompts this many tokens at a time, carrying the state (0: whole)",
+    ),
+) -> None:
+    """Accuracy by length of a trained model on a benchmark suite: table, JSON and PNG."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.bench import evaluate as ev
+    from lifelong.data.registry import parse_lengths, suite_tasks
+
+    console = Console()
+    names = suite_tasks(suite)
+    lens = parse_lengths(lengths)
+    if not model.exists():
+        raise ConfigError(
+            f"no checkpoint at {model}", hint="train one with `lifelong train CONFIG`"
+        )
+    try:
+        from lifelong.train.checkpoint import load_checkpoint
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot load checkpoints: {exc}",
+            hint="install the neural extra: pip install 'lifelong[neural]'",
+        ) from exc
+    net, meta = load_checkpoint(str(model), device=device)
+    tasks = ev.tasks_for_model(names, meta, _parse_options(option))
+    with console.status("evaluating") as status:
+        report = ev.evaluate(
+            net, tasks, lens, n, seed, device, progress=status.update, chunk=prefill_chunk or None
+        )
+    report.update(model=str(model), suite=suite, title=f"{model.stem}: {suite}")
+    header, rows = ev.table_rows(report)
+    table = Table(title=f"accuracy by length — {model.name} on {suite} (n={n}, seed={seed})")
+    for h in header:
+        table.add_column(h, justify="left" if h == "task" else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    stem = f"{model.stem}-{suite.replace(',', '+')}"
+    json_path, png_path = ev.write_report(report, out, stem)
+    console.print(f"wrote {json_path} and {png_path}")
+
+@bench_app.command("sample")
+def bench_sample(
+    suite: str = typer.Argument(..., help="suite or task name(s)"),
+    length: str = typer.Option("1k", help="length in tokens, e.g. 512, 1k, 0k"),
+    seed: int = typer.Option(0),
+    tokenizer: str = typer.Option("bpe:4096", help="byte, bpe:VOCAB, or a tokenizer.json"),
+    option: list[str] = typer.Option(None, "--option", help="task option key=value"),
+) -> None:
+    """Print one generated example of each task in SUITE (prompt, answer, references)."""
+    from rich.console import Console
+    from rich.rule import Rule
+
+    from lifelong.data.registry import get_task, parse_length, suite_tasks
+
+    console = Console()
+    L = parse_length(length)
+    for name in suite_tasks(suite):
+        opts = {**_parse_options(option)}
+        if name != "mqar":
+            opts.setdefault("tokenizer", tokenizer)
+        task = get_task(name, **opts)
+        ex = task.eval_examples(1, L, seed)[0]
+        console.print(Rule(f"{name} @ {length} (seed {seed})"))
+        if ex.labels is not None:
+            console.print(f"input ids ({len(ex.input_ids)}): {ex.input_ids}")
+            console.print(
+                f"scored positions: {[i for i, y in enumerate(ex.labels) if y != -100]}"
+            )
+            console.print(f"targets: {[y for y in ex.labels if y != -100]}")
+            continue
+        prompt = task.tokenizer.decode(ex.input_ids)
+        console.print(prompt, markup=False, highlight=False)
+        console.print(
+            f"[bold]answer:[/]{ex.meta['answer']}  [dim]references={ex.references}[/]"
+        )
+        total = len(ex.input_ids) + len(task.tokenizer.encode(ex.meta["answer"])) + 1
+        console.print(
+            f"[dim]{total} tokens with answer and eos; tokenizer {task.tokenizer.spec}[/]"
+        )
+
+@bench_app.command("data")
+def bench_data(
+    tokenizer: str = typer.Option("bpe:4096", help="tokenizer to train and cache"),
+) -> None:
+    """Fetch and prepare the benchmark text once (book text, default BPE), for offline use."""
+    import time
+
+    from rich.console import Console
+
+    from lifelong.data import haystack
+    from lifelong.data.tokenizer import load_tokenizer
+
+    console = Console()
+    t0 = time.perf_counter()
+    console.print(
+        f"essays: {len(haystack.essay_sentences())} sentences in {haystack.essays_dir()}"
+    )
+    console.print(
+        f"books: {len(haystack.book_sentences())} sentences in {haystack.books_dir()}"
+    )
+    tok = load_tokenizer(tokenizer)
+    console.print(f"tokenizer {tok.spec}: {tok.vocab_size} tokens")
+    console.print(f"ready in {time.perf_counter() - t0:.1f} s")
+
+@bench_app.command("tokenizers")
+def bench_tokenizers(
+    specs: str = typer.Option("byte,bpe:1024,bpe:4096,bpe:8192", help="tokenizer specs"),
+    words: int = typer.Option(1000, help="words of essay text to measure"),
+) -> None:
+    """Compare tokenizers: train/load time, tokens per word, words in a 1k S-NIAH-2 prompt."""
+    import random
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.data import haystack
+    from lifelong.data.registry import get_task
+
+    console = Console()
+    t0 = time.perf_counter()
+    haystack.essay_sentences()
+    haystack.book_sentences()
+    console.print(f"corpus ready (essays + book text) in {time.perf_counter() - t0:.2f} s")
+    text = " ".join(" ".join(haystack.essay_sentences()).split()[:words])
+    table = Table(title=f"tokenizers on {words} words of essay text")
+    for col in (
+        "spec",
+        "vocab",
+        "train or load s",
+        f"tokens / {words} words",
+        "words in 1k S-NIAH-2",
+    ):
+        table.add_column(col, justify="right")
+    for spec in [s.strip() for s in specs.split(",") if s.strip()]:
+        t0 = time.perf_counter()
+        task = get_task("s_niah_2", tokenizer=spec)
+        load_s = time.perf_counter() - t0
+        n_tok = len(task.tokenizer.encode(text))
+        ex = task.make(random.Random(0), 1023)
+        n_words = len("".join(ex.pieces).split())
+        table.add_row(spec, str(task.vocab_size), f"{load_s:.2f}", str(n_tok), str(n_words))
+    console.print(table)
+
+@bench_app.command("generators")
+def bench_generators(
+    suite: str = typer.Option("mqar,niah,babilong", help="suites or task names"),
+    lengths: str = typer.Option("1k,8k", help="sequence lengths"),
+    batch: int = typer.Option(16, help="batch size of sample_batch"),
+    tokenizer: str = typer.Option("bpe:4096", help="tokenizer of the text tasks"),
+) -> None:
+    """Training-data speed: tokens/s of each task's sample_batch at each length."""
+    import time
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.bench.evaluate import format_length
+    from lifelong.data.registry import get_task, parse_lengths, suite_tasks
+
+    lens = parse_lengths(lengths)
+    table = Table(title=f"sample_batch({batch}, L) speed, tokens/s (tokenizer {tokenizer})")
+    table.add_column("task")
+    for L in lens:
+        table.add_column(format_length(L), justify="right")
+    for name in suite_tasks(suite):
+        task = get_task(name, **({} if name == "mqar" else {"tokenizer": tokenizer}))
+        task.sample_batch(2, lens[0], torch.Generator().manual_seed(0))  # warm caches
+        row = [name]
+        for L in lens:
+            t0 = time.perf_counter()
+            task.sample_batch(batch, L, torch.Generator().manual_seed(1))
+            row.append(f"{batch * L / (time.perf_counter() - t0):,.0f}")
+        table.add_row(*row)
+    Console().print(table)
+
+
+@bench_app.command("models")
+def bench_models_command(
+    configs: list[Path] = typer.Argument(..., help="Run configs whose [model] tables to measure."),
+    lengths: str = typer.Option(
+        "1k,2k,4k,8k", help="Inference lengths (tokens), comma-separated; k = 1024."
+    ),
+    prefill_chunk: int = typer.Option(512, "--prefill-chunk", help="Tokens per call when streaming inference."),
+    train_steps: int = typer.Option(3, help="Timed training steps (after one warm-up step)."),
+    batch_size: int | None = typer.Option(None, help="Training batch (default: the config's)."),
+    seq_len: int | None = typer.Option(None, help="Training length (default: the config's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+    peak_memory: bool = typer.Option(
+        False, "--peak-memory", help="On CPU, also measure each pass's peak memory (fresh process)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """Parameters, training tokens/s, and streaming inference tokens/s and memory by length."""
+    import json
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.atomic import atomic_write_text
+    from lifelong.bench.evaluate import format_length
+    from lifelong.bench.models import measure_model
+    from lifelong.data.registry import parse_lengths
+    from lifelong.train.config import load_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    lens = parse_lengths(lengths)
+    console = Console(width=max(Console().width, 110))  # the table needs the room
+    rows = []
+    for path in configs:
+        cfg = load_config(path)
+        console.print(f"measuring {cfg.name} ({cfg.model.kind}) …")
+        rows.append(
+            measure_model(
+                cfg,
+                lengths=lens,
+                chunk=prefill_chunk,
+                train_steps=train_steps,
+                batch_size=batch_size or cfg.train.batch_size,
+                seq_len=seq_len or cfg.train.seq_len,
+                device=device,
+                cpu_peak=peak_memory,
+            )
+        )
+    title = f"models on {device}: training, and streaming inference in chunks of {prefill_chunk}"
+    table = Table(title=title)
+    for name in ("model", "params", "train tok/s", "length", "infer tok/s", "state MB"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    show_peak = device.startswith("cuda") or peak_memory
+    if show_peak:
+        table.add_column("peak MB", justify="right")
+    for r in rows:
+        for i, x in enumerate(r["inference"]):
+            cells = [r["name"], f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}"]
+            if i:
+                cells = ["", "", ""]
+            cells += [format_length(x["length"]), f"{x['tokens_per_s']:,.0f}", f"{x['state_mb']:.2f}"]
+            if show_peak:
+                cells.append(f"{x['peak_mb']:.1f}")
+            table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+@bench_app.command("memory")
+def bench_memory_cmd(
+    compare: str = typer.Option(
+        "titans-pytorch", "--compare", help="peer library to measure in the same run, or 'none'"
+    ),
+    dim: int = typer.Option(256, help="model width"),
+    heads: int = typer.Option(4, help="memory heads"),
+    head_dim: int = typer.Option(64, help="width per head"),
+    depth: int = typer.Option(2, help="layers of the memory MLP"),
+    expansion: float = typer.Option(4.0, help="hidden width = expansion · head_dim"),
+    write_chunk: int = typer.Option(64, "--write-chunk", help="tokens per memory write (titans-pytorch batch_size)"),
+    batch: int = typer.Option(4, help="sequences per step"),
+    seq: int = typer.Option(2048, help="tokens per sequence"),
+    repeats: int = typer.Option(5, help="measured repeats per contender (interleaved)"),
+    warmup: int = typer.Option(1, help="unmeasured warm-up repeats"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    memory_lengths: str = typer.Option(
+        "2048,8192,32768", help="comma-separated lengths for the streaming-memory check; '' skips it"
+    ),
+    stream_piece: int = typer.Option(512, help="tokens per call when streaming"),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    quick: bool = typer.Option(
+        False, "--quick", help="tiny config and few repeats: a smoke run, not a measurement"
+    ),
+) -> None:
+    """Training and inference tokens/s of the neural memory; last line is machine-readable."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifelong.bench import memory as ms
+
+    console = Console()
+    peer = None if compare.lower() in ("", "none") else compare
+    if peer not in (None, "titans-pytorch"):
+        raise ConfigError(f"unknown peer {compare!r}", hint="use --compare titans-pytorch or none")
+    if peer == "titans-pytorch":
+        try:
+            import titans_pytorch  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "titans-pytorch is not installed",
+                hint="pip install 'lifelong[bench]', or pass --compare none",
+            ) from exc
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"unknown dtype {dtype!r}", hint="use float32, bfloat16 or float16")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("no CUDA device is available", hint="run with --device cpu")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    lengths = [int(s) for s in memory_lengths.split(",") if s.strip()]
+    if quick:
+        dim, heads, head_dim, write_chunk, batch, seq = 64, 2, 32, 16, 2, 256
+        repeats, warmup, lengths, stream_piece = 2, 1, [512, 2048], 128
+    cfg = ms.MemoryBenchConfig(
+        dim=dim, heads=heads, head_dim=head_dim, depth=depth, expansion=expansion, chunk=write_chunk,
+        batch=batch, seq=seq, repeats=repeats, warmup=warmup, compare=peer, device=device,
+        dtype=dtype, memory_lengths=lengths, stream_piece=stream_piece,
+    )
+    from lifelong.neural.memory import native
+
+    if device == "cpu":  # build (or load) the native chunk loop before anything is timed
+        loop = "native" if native.load() is not None else f"eager ({native.error() or 'LIFELONG_NATIVE=0'})"
+    else:
+        loop = "eager (CUDA)"
+    console.print(
+        f"[bold]neural memory speed[/] dim {dim}, {heads} heads × {head_dim}, depth {depth} "
+        f"(expansion {expansion:g}), write chunk {write_chunk}, batch {batch} × {seq}, {device} {dtype}, "
+        f"{torch.get_num_threads()} threads, {repeats} repeats (+{warmup} warm-up), interleaved; "
+        f"chunk loop: {loop}"
+    )
+    timings = ms.run_speed(cfg, progress=lambda s: console.print(f"  {s}", style="dim"))
+    res = ms.summarize(cfg, timings)
+
+    table = Table(title="tokens/s: best repeat (median)")
+    for col in ("library", "train tok/s", "infer tok/s"):
+        table.add_column(col, justify="right" if col != "library" else "left")
+    table.add_row("lifelong", f"{res['train_tok_s']:,.0f} ({res['train_tok_s_median']:,.0f})",
+                  f"{res['infer_tok_s']:,.0f} ({res['infer_tok_s_median']:,.0f})")
+    if peer:
+        table.add_row(peer, f"{res['peer_train_tok_s']:,.0f} ({res['peer_train_tok_s_median']:,.0f})",
+                      f"{res['peer_infer_tok_s']:,.0f} ({res['peer_infer_tok_s_median']:,.0f})")
+        table.add_row(
+            "ratio: median pair (best/best; pair range)",
+            f"{res['train_ratio']:.2f}× ({res['train_ratio_best']:.2f}×; "
+            f"{res['train_ratio_min']:.2f}–{res['train_ratio_max']:.2f})",
+            f"{res['infer_ratio']:.2f}× ({res['infer_ratio_best']:.2f}×; "
+            f"{res['infer_ratio_min']:.2f}–{res['infer_ratio_max']:.2f})",
+        )
+    console.print(table)
+
+    fwd = ms.forward_flops_per_token(cfg)
+    peak = ms.matmul_peak_flops(device, ms._dtype(dtype))
+    train_rate = 3 * fwd * res["train_tok_s"]
+    infer_rate = fwd * res["infer_tok_s"]
+    console.print(
+        f"lifelong matmul FLOPs: {fwd / 1e6:.2f} MFLOP/token forward (training ≈ 3×); "
+        f"achieved {train_rate / 1e9:.1f} GFLOP/s training ({train_rate / peak:.0%} of the "
+        f"measured 2048² matmul peak {peak / 1e9:.1f} GFLOP/s), {infer_rate / 1e9:.1f} GFLOP/s "
+        f"inference ({infer_rate / peak:.0%})"
+    )
+
+    if lengths:
+        mem = Table(title=f"streaming inference, {stream_piece} tokens per call: RSS (MiB, /proc)")
+        for col in ("tokens", "after first call", "peak over the rest", "growth"):
+            mem.add_column(col, justify="right")
+        for length, base, top in ms.run_stream_memory(cfg):
+            mem.add_row(f"{length:,}", f"{base:,.1f}", f"{top:,.1f}", f"{top - base:+,.1f}")
+        console.print(mem)
+
+    line = (
+        f"train_ratio={res.get('train_ratio', float('nan')):.2f} "
+        f"infer_ratio={res.get('infer_ratio', float('nan')):.2f} "
+        f"train_tok_s={res['train_tok_s']:.0f} "
+        f"peer_train_tok_s={res.get('peer_train_tok_s', float('nan')):.0f}"
+    )
+    print(line)
+
+
+@bench_app.command("llm")
+def bench_llm_cmd(
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    prompt_tokens: int = typer.Option(512, help="Prompt length for prefill."),
+    decode_tokens: int = typer.Option(128, help="Tokens to generate for decode."),
+    repeats: int = typer.Option(3, help="Repeats (median reported)."),
+    compare: str = typer.Option(
+        "", help="Also measure 'llama-cpp-python' on the same GGUF, in the same run."),
+) -> None:
+    """Prefill and decode tokens/s and load time of a model backend."""
+    from lifelong.bench.llm import LlamaCppPythonLLM, bench_llms
+    from lifelong.llm import load_llm
+
+    spec = model or None
+    openers = [lambda: load_llm(spec)]
+    if compare:
+        if compare != "llama-cpp-python":
+            from lifelong.errors import ConfigError
+
+            raise ConfigError(f"unknown --compare {compare!r}", hint="the only peer is llama-cpp-python")
+        from lifelong.llm.model_files import default_model_path
+
+        path = str(default_model_path())
+        openers.append(lambda: LlamaCppPythonLLM(path))
+    runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats)
+    table = Table(title="model backend throughput")
+    for col in ("backend", "load s", "prefill tok/s", "decode tok/s", "prompt tok", "decoded tok"):
+        table.add_column(col, justify="right" if col != "backend" else "left")
+    for r in runs:
+        table.add_row(r.name, f"{r.load_s:.2f}", f"{r.prefill_tok_s:.1f}", f"{r.decode_tok_s:.1f}",
+                      str(r.prompt_tokens), str(r.decode_tokens))
+    console.print(table)
+    r = runs[0]
+    if len(runs) > 1:
+        p = runs[1]
+        print(f"ratio to {p.name}: prefill {r.prefill_tok_s / p.prefill_tok_s:.2f}x, "
+              f"decode {r.decode_tok_s / p.decode_tok_s:.2f}x, load {r.load_s / p.load_s:.2f}x")
+    print(f"prefill_tok_s={r.prefill_tok_s:.1f} decode_tok_s={r.decode_tok_s:.1f} load_s={r.load_s:.2f}")
+
+
+@bench_app.command("store")
+def bench_store_cmd(
+    notes: Annotated[int, typer.Option("--notes", help="Notes in the rendered namespace.")] = 10_000,
+    docs: Annotated[int, typer.Option("--docs", help="Documents in the search index.")] = 10_000,
+    queries: Annotated[int, typer.Option("--queries", help="Search queries timed.")] = 200,
+    writes: Annotated[int, typer.Option("--writes", help="Note writes timed.")] = 300,
+    postgres_url: Annotated[str | None, typer.Option("--postgres-url", help="Use this server (fresh "
+                                                     "bench-* namespaces are left in it) instead of a "
+                                                     "temporary one.")] = None,
+    sqlite_only: Annotated[bool, typer.Option("--sqlite-only", help="Skip PostgreSQL.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic text.")] = 0,
+) -> None:
+    """Notes render latency, docs search p50/p99 and writes/s on SQLite and PostgreSQL."""
+    from lifelong.bench.store import BenchConfig, run_bench
+
+    cfg = BenchConfig(n_notes=notes, n_docs=docs, n_queries=queries, n_writes=writes, seed=seed)
+    err = err_console
+    backends = ("sqlite",) if sqlite_only else ("sqlite", "postgres")
+    results = run_bench(cfg, postgres_url, backends=backends, progress=lambda s: err.print(f"[dim]{s}[/]"))
+    table = Table("backend", f"render ms ({notes} notes)", f"search p50 ms ({docs} docs)", "search p99 ms",
+                  "rescan ms", "index s", "writes/s")
+    for r in results:
+        table.add_row(r.backend, f"{r.render_ms:.2f}", f"{r.search_p50_ms:.2f}", f"{r.search_p99_ms:.2f}",
+                      f"{r.rescan_ms:.1f}", f"{r.index_s:.1f}", f"{r.writes_s:.0f}")
+    console.print(table)
+    s = results[0]  # SQLite: the default store
+    console.print("last line: SQLite figures (the default store)", style="dim")
+    print(f"render_ms={s.render_ms:.2f} search_p50_ms={s.search_p50_ms:.2f} "
+          f"search_p99_ms={s.search_p99_ms:.2f} writes_s={s.writes_s:.0f}")
