@@ -319,6 +319,7 @@ class Notes:
                 )
             text, tokens = self._check_text(note.text.replace(old, new, 1))
             active = tx.active_texts()
+            self._check_no_twin(text, [(i, t) for i, t in active if i != note.id])
             before_text = note.text
             note.text, note.tokens, note.updated = text, tokens, time.time()
             tx.note_update(note)
@@ -344,6 +345,7 @@ class Notes:
             merged_tags = list(dict.fromkeys(t for o in olds for t in o.tags))
             new_tags = check_tags(tags) if tags is not None else merged_tags
             active = tx.active_texts()
+            self._check_no_twin(text, [(i, t) for i, t in active if i not in ids])
             now = time.time()
             row = NoteRow(0, self.namespace, text, "active", now, now, author, session, task,
                           list(new_tags), tokens)
@@ -463,6 +465,20 @@ class Notes:
                                   hint=f"restore it first, or change note {note.superseded_by}"
                                   if note.superseded_by else "restore it first")
         return note
+
+    def check_text(self, text: str) -> tuple[str, int]:
+        """(the text stripped, its tokens) if ``text`` can be a note, else ValidationError."""
+        return self._check_text(text)
+
+    def _check_no_twin(self, text: str, others: list[tuple[int, str]]) -> None:
+        """Refuse a text that an active note in ``others`` already says (exactly or nearly):
+        ``add`` returns the existing note instead; an edit or supersede must not make a twin."""
+        for note_id, other in others:
+            if normalize(other) == normalize(text) or is_near_duplicate(
+                    text, other, self.near_duplicate_threshold)[0]:
+                raise ValidationError(f"note {note_id} already says this: {other!r}",
+                                      hint=f"supersede note {note_id} too (name both ids), or "
+                                      "delete one of them")
 
     def _check_text(self, text: str) -> tuple[str, int]:
         if not isinstance(text, str) or not text.strip():
