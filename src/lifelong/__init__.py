@@ -10,5 +10,5 @@ Two roads, measured on the same work:
 
 from lifelong.errors import LifelongError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["LifelongError", "__version__"]

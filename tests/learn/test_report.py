@@ -77,6 +77,27 @@ def test_report_without_runs_is_a_clear_error(tmp_path):
         write_report([tmp_path / "missing"], tmp_path / "r")
 
 
+@pytest.mark.parametrize("columns", [80, 60])
+def test_the_summary_table_fits_the_terminal_and_never_cuts_a_label(runs, tmp_path, capsys, monkeypatch,
+                                                                   columns):
+    from lifelong.learn.report import TABLE_ROWS
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main(["learn", "report", str(runs / "a"), str(runs / "b"), "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    table = out.split("report:")[0]
+    assert max(len(line) for line in table.splitlines()) <= columns
+    assert "…" not in table  # nothing cut, not a label, not a value
+    for _, label, _ in TABLE_ROWS:
+        assert any(line.startswith(label + " ") for line in table.splitlines()), label
+    for name in strategy_names():  # every strategy heads a column, in some table
+        assert re.search(rf"\b{name}\b", table)
+    full = summarize(read_jsonl(runs / "b" / "full" / "sessions.jsonl"))
+    row = next(line for line in table.splitlines() if line.startswith("reward "))
+    assert f"{full['reward']:.3f}" in row or columns < 80
+
+
 def test_cli_report_prints_one_line_per_strategy(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["learn", "report", str(runs / "a"), str(runs / "b"), "--out", str(tmp_path / "r")])

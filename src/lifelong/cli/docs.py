@@ -93,7 +93,7 @@ def docs_write(
 ) -> None:
     """Create or overwrite a document."""
     body = text_arg(text, file)
-    with mem.open() as c:
+    with mem.open(create=True) as c:
         info = c.docs(create=True).write(
             path, body, description=description, tags=tag or None, session=mem.session, task=mem.task)
     console.print(escape(f"wrote {info.path} ({info.size} bytes)"), highlight=False)

@@ -38,7 +38,7 @@ def mcp_cmd(create: CreateOpt = True, *, mem: MemoryArgs) -> None:
         raise ConfigError("the MCP SDK 2.x (mcp >= 2.3) is not installed",
                           hint="pip install 'lifelong[mcp]' (or pip install -U mcp)") from None
 
-    with mem.open() as c:
+    with mem.open(create=create) as c:
         # Fail before serving: a bad store, namespace or model is reported here, not per call
         # (and an unknown namespace before the model takes its seconds to load).
         if not create:

@@ -117,16 +117,48 @@ def _cell(summary: dict[str, Any], key: str, digits: int | None) -> str:
     return str(value) if digits is None else _fmt(value, digits)
 
 
-def summary_table(summaries: Sequence[dict[str, Any]]) -> Any:
-    """A rich ``Table`` of the strategies side by side."""
+# The terminal table, transposed: one row per figure, one column per strategy, so it
+# reads at 80 columns (a row per strategy needs ~160). Rows: (key, label, digits).
+TABLE_ROWS = [
+    ("reward", "reward", 3), ("reader_score", "reader score", 3),
+    ("similar", "similar", 3), ("n_similar", "  n", None),
+    ("dissimilar", "dissimilar", 3), ("n_dissimilar", "  n", None),
+    ("same", "same", 3), ("n_same", "  n", None),
+    ("writer_score", "writer score", 3), ("note_tokens", "note tokens", 1),
+    ("final_note_tokens", "  at the end", None), ("doc_tokens", "doc tokens", 1),
+    ("context_tokens", "context tokens", 1), ("episodes", "episodes", None), ("errors", "errors", None),
+]
+
+
+def summary_table(summaries: Sequence[dict[str, Any]], width: int = 80) -> Any:
+    """Rich tables of the strategies side by side, one column per strategy, as many
+    tables as it takes to fit ``width`` columns (the figure names are never cut)."""
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(title="memory-learning protocol")
-    for _, title, _d in COLUMNS:
-        table.add_column(title, justify="left" if title == "strategy" else "right")
+    label_width = max(len(label) for _, label, _ in TABLE_ROWS)
+    # Pack strategies into tables greedily: a column is its widest cell plus a space each side
+    # (values are at most 7 wide); the label column and its space come first in every table.
+    parts: list[list[dict[str, Any]]] = [[]]
+    used = label_width + 1
     for s in summaries:
-        table.add_row(*(_cell(s, key, d) for key, _t, d in COLUMNS))
-    return table
+        need = max(len(s["strategy"]), 7) + 2
+        if parts[-1] and used + need - 1 > width:
+            parts.append([])
+            used = label_width + 1
+        parts[-1].append(s)
+        used += need
+    tables = []
+    for k, part in enumerate(parts):
+        title = "memory-learning protocol" + (f" ({k + 1}/{len(parts)})" if len(parts) > 1 else "")
+        table = Table(title=title, box=None, pad_edge=False)
+        table.add_column("", no_wrap=True, min_width=label_width)
+        for s in part:
+            table.add_column(s["strategy"], justify="right", no_wrap=True)
+        for key, label, digits in TABLE_ROWS:
+            table.add_row(label, *(str(s[key]) if digits is None else _fmt(s[key], digits) for s in part))
+        tables.append(table)
+    return Group(*tables)
 
 
 # --- Plots --------------------------------------------------------------------

@@ -21,6 +21,7 @@ from lifelong.llm.base import LLM
 FORMS = "local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (options after '?', e.g. local?ctx=16384)"
 
 _ALIASES = {"ctx": "context_window"}
+_NOUNS = {int: "a whole number", float: "a number", str: "a string"}
 
 
 def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
@@ -34,8 +35,9 @@ def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
         try:
             out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         except ValueError as exc:
-            raise ConfigError(f"option {key}={value!r} in {spec!r} is not a {kind.__name__}",
-                              hint=f"give {key} a {kind.__name__} value, e.g. local?ctx=8192") from exc
+            noun = _NOUNS.get(kind, kind.__name__)
+            raise ConfigError(f"option {key}={value!r} in {spec!r} is not {noun}",
+                              hint=f"give {key} {noun}, e.g. local?ctx=8192") from exc
     return out
 
 
