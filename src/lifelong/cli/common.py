@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import sys
+import threading
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -130,17 +131,45 @@ class LazyModel:
     called in-process), since loading is the slow part."""
 
     _loaded: dict[str | None, Any] = {}
+    _lock = threading.Lock()
 
     def __init__(self, spec: str | None) -> None:
         self.spec = spec or None
 
     @property
     def llm(self) -> Any:
-        if self.spec not in self._loaded:
-            from lifelong.llm import load_llm
+        with self._lock:  # one load, even when a background preload and a call meet
+            if self.spec not in self._loaded:
+                from lifelong.llm import load_llm
 
-            self._loaded[self.spec] = load_llm(self.spec)
-        return self._loaded[self.spec]
+                self._loaded[self.spec] = load_llm(self.spec)
+            return self._loaded[self.spec]
+
+    @property
+    def context_window(self) -> int:
+        """The model's context window; for a GGUF spec (``local``, ``llamacpp:``) read
+        from the spec, without loading the model."""
+        if self.spec not in self._loaded:
+            import os
+
+            from lifelong.llm.spec import gguf_context_window
+
+            window = gguf_context_window(self.spec or os.environ.get("LIFELONG_MODEL") or "local")
+            if window is not None:
+                return window
+        return int(self.llm.context_window)
+
+    def preload(self) -> None:
+        """Start loading the model in a background thread (a server answers meanwhile).
+        A model that fails to load fails again, with its message, where it is used."""
+
+        def load() -> None:
+            try:
+                self.llm  # noqa: B018
+            except Exception:  # reported by the first call that needs the model
+                pass
+
+        threading.Thread(target=load, name="lifelong-model-load", daemon=True).start()
 
     def count_tokens(self, text: str) -> int:
         return int(self.llm.count_tokens(text))
@@ -159,14 +188,14 @@ class Ctx:
     def notes(self, *, counting: bool, create: bool = False, budget: int | None = None):
         """The namespace's notes. ``counting``: count tokens with the model and
         enforce the budget (``budget`` overrides ``--note-budget``)."""
-        from lifelong.context import Notes, budget_for
+        from lifelong.context import Notes, default_budget
 
         a = self.args
         if not counting:
             return Notes(self.store, a.namespace, sys.maxsize, None, create=create)  # read-only
         budget = budget if budget is not None else a.note_budget
         if budget is None:
-            budget = budget_for(self.model.llm, a.task_reserve)
+            budget = default_budget(self.model.context_window, a.task_reserve)
         return Notes(self.store, a.namespace, budget, self.model.count_tokens, model=a.author,
                      create=create)
 

@@ -81,6 +81,18 @@ def resolve_gguf(spec: str, **overrides: Any) -> tuple[str, Any, str | None]:
     return target, cfg, None
 
 
+def gguf_context_window(spec: str) -> int | None:
+    """The context window a ``local`` or ``llamacpp:PATH`` spec will load with (the
+    embedded backend takes it from the spec, not the file); None for other specs."""
+    kind, rest = _split(spec.strip())
+    if kind not in ("local", "llamacpp"):
+        return None
+    from lifelong.llm.local import LocalConfig
+
+    _target, _, query = rest.partition("?")
+    return int(LocalConfig(**_options(query, _dataclass_types(LocalConfig), spec)).context_window)
+
+
 def load_llm(spec: str | None = None) -> LLM:
     """Open the model a spec string names. ``None`` reads ``LIFELONG_MODEL`` or uses ``local``."""
     import os
