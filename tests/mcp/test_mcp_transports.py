@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from lifelong.context import Docs, Notes, open_store, word_count
 from tests.llm.conftest import free_port
 
-from .test_mcp_server import _env, error, ok, text
+from .test_mcp_server import _env, error, ok
 
 
 def _serve_http(tmp_path, url, workspace, *extra):
