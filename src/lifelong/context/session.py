@@ -206,6 +206,38 @@ class Session:
         self._store_transcript(task, outcome)
         return outcome
 
+    def reflect_on(self, messages: Sequence[Message], *, task_id: str = "conversation",
+                   family: str | None = None) -> Outcome:
+        """Reflect on a conversation held elsewhere (a chat through the memory proxy,
+        messages given to ``Memory.add``): the user's turns are the task, the last
+        assistant turn the answer; nothing is scored. Writes what :meth:`run`'s
+        reflection writes (a note, a documentation entry), with the same checks:
+        a note must come from the conversation, not from the prompt's example."""
+        turns = [{"role": m.get("role"), "content": _text_of(m.get("content"))} for m in messages
+                 if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+        turns = [t for t in turns if t["content"].strip()]
+        users = [t["content"] for t in turns if t["role"] == "user"]
+        if not users:
+            raise ValidationError("a conversation to reflect on needs at least one user turn")
+        answer = next((t["content"] for t in reversed(turns) if t["role"] == "assistant"), "")
+        ns = getattr(self.notes, "namespace", None) or getattr(self.docs, "namespace", None)
+        task = Task(prompt=" / ".join(" ".join(u.split()) for u in users), family=family or ns, id=task_id)
+        sid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        self._budget = _Budget()
+        self._tool_calls = self._compactions = 0
+        outcome = Outcome(session_id=sid, task_id=task_id, answer=answer, score=None, attempts=0,
+                          transcript=turns)
+        try:
+            self._reflect(task, outcome)
+        except ContextOverflowError as exc:
+            outcome.error = f"context overflow: {exc.message}"
+        outcome.prompt_tokens, outcome.completion_tokens = self._budget.prompt, self._budget.completion
+        outcome.context_tokens = self._budget.context
+        outcome.latency_s = time.perf_counter() - t0
+        self._store_transcript(task, outcome)
+        return outcome
+
     # -- 1. the prompt ------------------------------------------------------------
     def _context_block(self, task: Task, *, tools: bool = False) -> str:
         """Everything before the working steps. Order matters for small models:
@@ -389,7 +421,8 @@ class Session:
             examples = "\n\n".join(REFLECTION_EXAMPLES)
             lines = [REFLECTION_INSTRUCTIONS, "", "Examples from other tasks, only to show the format:", "",
                      examples, "", "Your task.", self.notes.render().strip(),
-                     f"Task: {_one_line(task.prompt)}", f"Answer given: {outcome.answer or '(none)'}",
+                     f"Task: {_one_line(task.prompt, 400)}",
+                     f"Answer given: {_one_line(outcome.answer, 400) or '(none)'}",
                      f"Result: {result}", "Note:"]
             prompt = "\n".join(x for x in lines if x)
             c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
@@ -545,6 +578,15 @@ def _without_repeats(text: str) -> str:
             seen.add(key)
             kept.append(sentence)
     return " ".join(kept)
+
+
+def _text_of(content: Any) -> str:
+    """The text of a chat message's content: a string, or OpenAI's list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
 def _without_prompt_fields(text: str) -> str:
