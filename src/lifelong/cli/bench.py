@@ -452,7 +452,11 @@ def bench_llm_cmd(
 
         path = str(default_model_path())
         openers.append(lambda: LlamaCppPythonLLM(path))
-    runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats)
+    from lifelong.cli.common import working
+
+    with working("bench llm") as step:
+        runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats,
+                          progress=step)
     table = Table(title="model backend throughput")
     for col in ("backend", "load s", "prefill tok/s", "decode tok/s", "prompt tok", "decoded tok"):
         table.add_column(col, justify="right" if col != "backend" else "left")

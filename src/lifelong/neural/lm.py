@@ -31,6 +31,7 @@ from lifelong.neural.attention import Attention
 from lifelong.neural.config import ModelConfig
 from lifelong.neural.deltanet import GatedDeltaNet
 from lifelong.neural.layers import titans
+from lifelong.neural.pretrained import PretrainedMixin
 
 LMState = list[list[Any]]
 
@@ -94,7 +95,12 @@ def default_mlp_hidden(dim: int) -> int:
     return max(8, round(8 * dim / 3 / 8) * 8)
 
 
-class CausalLM(nn.Module):
+class CausalLM(PretrainedMixin, nn.Module):
+    """``save_pretrained(folder)`` / ``CausalLM.from_pretrained(folder)``: config.json +
+    model.safetensors (``lifelong.neural.pretrained``)."""
+
+    config_class = ModelConfig
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.mlp_hidden is None:

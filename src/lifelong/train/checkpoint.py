@@ -20,6 +20,7 @@ from lifelong.atomic import atomic_open, atomic_write_text
 from lifelong.errors import ConfigError, NotFoundError
 from lifelong.neural.config import ModelConfig
 from lifelong.neural.lm import CausalLM
+from lifelong.neural.pretrained import is_pretrained, read_pretrained_config
 from lifelong.train.config import RunConfig
 
 CHECKPOINT_FORMAT = "lifelong.neural.checkpoint/1"
@@ -74,15 +75,21 @@ def save_checkpoint(
     atomic_write_text(path / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
 
 
+def pretrained_meta(meta_task: dict[str, Any], step: int) -> dict[str, Any]:
+    """What a saved model keeps beside its config so it can be evaluated alone."""
+    return {"task": meta_task, "tokenizer": meta_task.get("tokenizer"), "step": step}
+
+
 def _resolve_checkpoint(path: str | Path) -> Path:
     p = Path(path)
-    if (p / "meta.json").is_file():
+    if (p / "meta.json").is_file() or is_pretrained(p):
         return p
     latest = latest_checkpoint(p)
     if latest is None:
         raise NotFoundError(
             f"no checkpoint at {p}",
-            hint="pass a run directory (train.out_dir) or one of its checkpoints/step_N folders",
+            hint="pass a run directory (train.out_dir), one of its checkpoints/step_N folders, "
+            "or a folder written by save_pretrained",
         )
     return latest
 
@@ -90,14 +97,22 @@ def _resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[CausalLM, dict[str, Any]]:
-    """Model (eval mode) and meta from a checkpoint dir or a run dir (its newest checkpoint).
+    """Model (eval mode) and meta from a checkpoint dir, a run dir (its newest
+    checkpoint) or a folder written by ``save_pretrained`` (``OUT/model``).
 
     ``meta`` holds ``model`` (the config), ``task`` (name, options, vocab_size),
-    ``tokenizer`` (spec string or None), ``step`` and ``run`` (the whole run config).
+    ``tokenizer`` (spec string or None), ``step`` and, for a checkpoint, ``run``
+    (the whole run config).
     """
     from safetensors.torch import load_model
 
     p = _resolve_checkpoint(path)
+    if not (p / "meta.json").is_file():  # a save_pretrained folder
+        model = CausalLM.from_pretrained(p, device=str(device))
+        _config, saved = read_pretrained_config(p, "CausalLM")
+        meta = {"model": dataclasses.asdict(model.config), "task": saved.get("task") or {},
+                "tokenizer": saved.get("tokenizer"), "step": saved.get("step"), "path": str(p)}
+        return model, meta
     meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(
