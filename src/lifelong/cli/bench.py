@@ -87,7 +87,9 @@ def bench_run(
         report = ev.evaluate(
             net, tasks, lens, n, seed, device, progress=status.update, chunk=prefill_chunk or None
         )
-    report.update(model=str(model), suite=suite, title=f"{model.stem}: {suite}")
+    label = model.parent.name if model.name == "model" else model.stem  # OUT/model: the run's name
+    report.update(model=str(model), suite=suite, title=f"{label}: {suite}", step=meta.get("step"),
+                  chance={name: ev.chance_level(task) for name, task in tasks.items()})
     header, rows = ev.table_rows(report)
     table = Table(title=f"accuracy by length — {model.name} on {suite} (n={n}, seed={seed})")
     for h in header:
@@ -95,7 +97,7 @@ def bench_run(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    stem = f"{model.stem}-{suite.replace(',', '+')}"
+    stem = f"{label}-{suite.replace(',', '+')}"
     json_path, png_path = ev.write_report(report, out, stem)
     console.print(f"wrote {json_path} and {png_path}")
 
