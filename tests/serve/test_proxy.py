@@ -123,7 +123,7 @@ def test_a_client_gets_the_notes_and_the_conversation_is_reflected_on(tmp_path, 
                                        extra_headers={CONVERSATION_HEADER: "last-one"}, **args)
     finally:
         code = _stop(proc)
-    assert code == 0
+    assert code in (0, -15)  # uvicorn shuts down gracefully, then re-raises SIGTERM
 
     # A conversation left idle ends by itself.
     proc, base = _start(tmp_path, llm_server, "--idle-end", "2")

@@ -496,6 +496,8 @@ def serve(proxy: MemoryProxy, *, host: str = "127.0.0.1", port: int = 8090, log_
 
     try:
         uvicorn.run(proxy.app, host=host, port=port, log_level=log_level)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully and re-raised it
+        pass
     finally:
         proxy.close()
 
