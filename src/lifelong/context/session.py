@@ -420,11 +420,11 @@ class Session:
             self._step("reflecting: a note")
             examples = "\n\n".join(REFLECTION_EXAMPLES)
             lines = [REFLECTION_INSTRUCTIONS, "", "Examples from other tasks, only to show the format:", "",
-                     examples, "", "Your task.", self.notes.render().strip(),
+                     examples, "", "Your task.", self.notes.render().strip() or None,
                      f"Task: {_one_line(task.prompt, 400)}",
                      f"Answer given: {_one_line(outcome.answer, 400) or '(none)'}",
                      f"Result: {result}", "Note:"]
-            prompt = "\n".join(x for x in lines if x)
+            prompt = "\n".join(x for x in lines if x is not None)  # "" is a blank line
             c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
             written = c.text.strip()
             outcome.transcript.append({"role": "reflection", "content": written})
