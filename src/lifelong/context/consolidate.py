@@ -201,20 +201,24 @@ def check_plan(plan: Plan, active: list[Note], notes: Notes) -> Plan:
         else:
             checked.refused.append((line, why))
     # No duplicates: a merged text must not say what a note that stays, or an earlier merge, says.
+    # (A refused merge leaves its notes in place, which the others are then checked against.)
     threshold = notes.near_duplicate_threshold
-    gone = {i for ids, _ in checked.merges for i in ids}
-    staying = [n.text for n in active if n.id not in gone]
-    kept_merges = []
-    for ids, text in checked.merges:
-        twin = next((other for other in staying + [t for _, t in kept_merges]
-                     if normalize(other) == normalize(text) or is_near_duplicate(text, other, threshold)[0]),
-                    None)
-        if twin is None:
-            kept_merges.append((ids, text))
-        else:
-            checked.refused.append((f"[{','.join(map(str, ids))}] {text}",
-                                    f"would duplicate the note {twin!r}"))
-    checked.merges = kept_merges
+    while True:
+        gone = {i for ids, _ in checked.merges for i in ids}
+        staying = [n.text for n in active if n.id not in gone]
+        kept_merges: list[tuple[list[int], str]] = []
+        for ids, text in checked.merges:
+            twin = next((other for other in staying + [t for _, t in kept_merges]
+                         if normalize(other) == normalize(text)
+                         or is_near_duplicate(text, other, threshold)[0]), None)
+            if twin is None:
+                kept_merges.append((ids, text))
+            else:
+                checked.refused.append((f"[{','.join(map(str, ids))}] {text}",
+                                        f"would duplicate the note {twin!r}"))
+        if len(kept_merges) == len(checked.merges):
+            break
+        checked.merges = kept_merges
     gone = {i for ids, _ in checked.merges for i in ids}
     for nid in plan.drops:
         if nid in gone:
