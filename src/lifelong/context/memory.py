@@ -110,9 +110,10 @@ class Memory:
             metadata: dict[str, str] | None = None, infer: bool | None = None) -> dict[str, Any]:
         """Remember ``messages``: a text, or chat messages (``{"role", "content"}``).
 
-        Messages are stored one memory per message with text, unless ``infer``
-        (default: whether this Memory has an ``llm``): then the model reflects
-        on the conversation and writes what a later conversation should know.
+        A text is stored as it is. Messages are stored one memory per message with
+        text, unless ``infer`` (default: True when this Memory has an ``llm``): then
+        the model reflects on the conversation and writes what a later
+        conversation should know.
         An item's ``event`` is ``ADD``, or ``NONE`` when a memory of the scope
         already says the same (that memory is returned)."""
         ns = scope_namespace(user_id, agent_id, run_id)
