@@ -20,6 +20,7 @@ import httpx
 
 from lifelong.errors import ConfigError, ContextOverflowError, ModelError
 from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages
+from lifelong.redact import redact, redact_url, remember
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -49,12 +50,17 @@ def parse_tool_calls(raw: Any) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+def _shorten(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class OpenAILLM:
     """A model behind an OpenAI-compatible HTTP API."""
 
     def __init__(self, base_url: str, model: str, config: OpenAIConfig | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"not an http(s) URL: {base_url!r}",
+            raise ConfigError(f"not an http(s) URL: {redact_url(base_url)!r}",
                               hint="use openai:http://HOST:PORT/v1#MODEL")
         self.config = config or OpenAIConfig()
         self.base_url = base_url.rstrip("/")
@@ -63,6 +69,8 @@ class OpenAILLM:
         self.model = model
         self.name = model
         key = os.environ.get("LIFELONG_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        remember(key)
+        self.shown_url = redact_url(self.base_url)  # what messages may show of the URL
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(timeout=self.config.timeout, headers=headers)
         self._context_window = self.config.context_window
@@ -75,11 +83,11 @@ class OpenAILLM:
                 r = self._http.request(method, url, **kw)
             except httpx.TimeoutException as exc:
                 if attempt == self.config.retries:
-                    raise ModelError(f"{url} did not answer within {self.config.timeout:g} s",
+                    raise ModelError(f"{redact_url(url)} did not answer within {self.config.timeout:g} s",
                                      hint="raise ?timeout=SECONDS or check the server's load") from exc
             except httpx.TransportError as exc:
                 if attempt == self.config.retries:
-                    raise ModelError(f"cannot reach the model server at {url}: {exc}",
+                    raise ModelError(f"cannot reach the model server at {redact_url(url)}: {redact(str(exc))}",
                                      hint="start the server (e.g. `lifelong llm serve`) or fix the URL") from exc
             else:
                 if r.status_code not in RETRY_STATUS or attempt == self.config.retries:
@@ -99,12 +107,14 @@ class OpenAILLM:
             except ValueError:
                 err = r.text
             msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            # A server may echo the request (headers included) in its error: never show the key.
+            msg = _shorten(redact(str(msg)))
             if "context" in msg.lower() and ("exceed" in msg.lower() or "length" in msg.lower()):
                 raise ContextOverflowError(msg, hint="shorten the prompt or use a model with a larger window")
             if r.status_code in (401, 403):
                 raise ModelError(f"the server refused the API key ({r.status_code}): {msg}",
                                  hint="set LIFELONG_API_KEY (or OPENAI_API_KEY)")
-            raise ModelError(f"{url} answered {r.status_code}: {msg}")
+            raise ModelError(f"{redact_url(url)} answered {r.status_code}: {msg}")
         return r.json()
 
     # -- the protocol -----------------------------------------------------
@@ -128,7 +138,7 @@ class OpenAILLM:
                     n = m.get("max_model_len") or (m.get("meta") or {}).get("n_ctx_train")
                     if n:
                         return int(n)
-        raise ConfigError(f"the server at {self.base_url} does not say its context window",
+        raise ConfigError(f"the server at {self.shown_url} does not say its context window",
                           hint="add it to the spec, e.g. openai:URL#MODEL?ctx=8192")
 
     def count_tokens(self, text: str) -> int:
@@ -139,7 +149,7 @@ class OpenAILLM:
                           json={"model": self.model, "prompt": text, "add_special_tokens": False})
         if r.status_code == 200 and "count" in r.json():
             return int(r.json()["count"])
-        raise ModelError(f"the server at {self.root_url} has no /tokenize endpoint to count tokens",
+        raise ModelError(f"the server at {redact_url(self.root_url)} has no /tokenize endpoint to count tokens",
                          hint="use a server with one (llama.cpp, vLLM); lifelong does not guess counts")
 
     def complete(
@@ -175,7 +185,7 @@ class OpenAILLM:
             text, calls = message.get("content") or "", parse_tool_calls(message.get("tool_calls"))
         usage = out.get("usage") or {}
         if "prompt_tokens" not in usage:
-            raise ModelError(f"{self.base_url} returned no usage numbers",
+            raise ModelError(f"{self.shown_url} returned no usage numbers",
                              hint="lifelong needs the server's token counts; use a server that reports usage")
         return Completion(
             text=text,
@@ -190,4 +200,4 @@ class OpenAILLM:
         self._http.close()
 
     def __repr__(self) -> str:
-        return f"OpenAILLM({self.base_url!r}, model={self.model!r})"
+        return f"OpenAILLM({self.shown_url!r}, model={self.model!r})"
