@@ -9,17 +9,18 @@ from the server: its ``usage`` numbers, and its ``/tokenize`` endpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from lifelong.errors import ConfigError, ContextOverflowError, ModelError
-from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages
+from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages, clean_text
 from lifelong.redact import redact, redact_url, remember
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -104,7 +105,7 @@ class OpenAILLM:
         if r.status_code >= 400:
             try:
                 err = r.json().get("error", r.text)
-            except ValueError:
+            except (ValueError, AttributeError):  # not JSON, or not an object
                 err = r.text
             msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
             # A server may echo the request (headers included) in its error: never show the key.
@@ -115,7 +116,21 @@ class OpenAILLM:
                 raise ModelError(f"the server refused the API key ({r.status_code}): {msg}",
                                  hint="set LIFELONG_API_KEY (or OPENAI_API_KEY)")
             raise ModelError(f"{redact_url(url)} answered {r.status_code}: {msg}")
-        return r.json()
+        with self._reading("an answer"):
+            out = r.json()
+            if not isinstance(out, dict):
+                raise TypeError(f"a JSON {type(out).__name__}, not an object")
+            return out
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """A server's answer that is not what the OpenAI API says is a ModelError, not a KeyError."""
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(_shorten(redact(f"{self.shown_url} sent {what} lifelong cannot read "
+                                             f"({type(exc).__name__}: {exc})"), 300),
+                             hint="check that the URL is an OpenAI-compatible API (…/v1)") from None
 
     # -- the protocol -----------------------------------------------------
     @property
@@ -125,6 +140,10 @@ class OpenAILLM:
         return self._context_window
 
     def _discover_context_window(self) -> int:
+        with self._reading("a model description"):
+            return self._context_window_from_server()
+
+    def _context_window_from_server(self) -> int:
         r = self._request("GET", f"{self.root_url}/props")
         if r.status_code == 200:
             props = r.json()
@@ -142,6 +161,10 @@ class OpenAILLM:
                           hint="add it to the spec, e.g. openai:URL#MODEL?ctx=8192")
 
     def count_tokens(self, text: str) -> int:
+        with self._reading("a token count"):
+            return self._count_tokens(text)
+
+    def _count_tokens(self, text: str) -> int:
         r = self._request("POST", f"{self.root_url}/tokenize", json={"content": text, "add_special": False})
         if r.status_code == 200 and "tokens" in r.json():
             return len(r.json()["tokens"])
@@ -174,27 +197,29 @@ class OpenAILLM:
             if tools:
                 raise ConfigError("native tool calls need chat messages", hint="pass a list of messages")
             out = self._post_json(f"{self.base_url}/completions", {**body, "prompt": prompt})
-            choice = out["choices"][0]
-            text, calls = choice.get("text", ""), ()
         else:
             if tools:
                 body["tools"] = list(tools)
             out = self._post_json(f"{self.base_url}/chat/completions", {**body, "messages": list(prompt)})
+        with self._reading("a completion"):
+            usage = out.get("usage") or {}
+            if "prompt_tokens" not in usage:
+                raise ModelError(f"{self.shown_url} returned no usage numbers",
+                                 hint="lifelong needs the server's token counts; use a server that reports usage")
             choice = out["choices"][0]
-            message = choice.get("message") or {}
-            text, calls = message.get("content") or "", parse_tool_calls(message.get("tool_calls"))
-        usage = out.get("usage") or {}
-        if "prompt_tokens" not in usage:
-            raise ModelError(f"{self.shown_url} returned no usage numbers",
-                             hint="lifelong needs the server's token counts; use a server that reports usage")
-        return Completion(
-            text=text,
-            prompt_tokens=int(usage["prompt_tokens"]),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
-            tool_calls=calls,
-            latency_s=time.perf_counter() - t0,
-        )
+            if isinstance(prompt, str):
+                text, calls = choice.get("text") or "", ()
+            else:
+                message = choice.get("message") or {}
+                text, calls = message.get("content") or "", parse_tool_calls(message.get("tool_calls"))
+            return Completion(
+                text=clean_text(str(text)),
+                prompt_tokens=int(usage["prompt_tokens"]),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+                tool_calls=calls,
+                latency_s=time.perf_counter() - t0,
+            )
 
     def close(self) -> None:
         self._http.close()
