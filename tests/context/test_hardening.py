@@ -258,6 +258,16 @@ def test_concurrent_writers_of_one_file_never_remove_each_others_temp_files(tmp_
     assert os.listdir(tmp_path) == ["doc.md"]
 
 
+def test_a_trailing_newline_makes_no_namespace_or_tag(store):
+    from lifelong.context.tags import check_tags
+
+    with pytest.raises(ValidationError, match="invalid namespace"):
+        Notes(store, "acme\n", 100, word_count, create=True)
+    with pytest.raises(ValidationError, match="invalid tags"):
+        check_tags(["deploy\n"])
+    assert store.namespaces() == []
+
+
 def test_docs_in_a_workspace_that_is_a_file_is_a_clear_error(store, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(LifelongError, match="cannot use"):

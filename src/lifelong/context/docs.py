@@ -143,6 +143,22 @@ def doc_path(path: str) -> PurePosixPath:
     return p
 
 
+# A plain ASCII path is its own canonical form; checking it by pattern keeps a
+# scan of thousands of files cheap. Anything else goes through doc_path.
+_PLAIN_PATH = re.compile(r"(?:[A-Za-z0-9_][\w ,+@()=-]*(?:\.[\w ,+@()=-]+)*/)*"
+                         r"[A-Za-z0-9_][\w ,+@()=-]*(?:\.[\w ,+@()=-]+)*\.md", re.ASCII)
+
+
+def _canonical(rel: str) -> str | None:
+    """The canonical path of a file found on disk, or None if its name is no document path."""
+    if len(rel) <= MAX_NAME_BYTES and rel.count("/") < MAX_DEPTH and _PLAIN_PATH.fullmatch(rel):
+        return rel
+    try:
+        return doc_path(rel).as_posix()
+    except ValidationError:
+        return None
+
+
 def default_docs_root() -> Path:
     """``LIFELONG_DOCS``, else ``<data dir>/docs``; each namespace is a folder in it."""
     from lifelong.paths import data_dir
@@ -265,6 +281,7 @@ class Docs:
         self.max_doc_chars = max_doc_chars
         self._last_scan = float("-inf")
         self.unindexed: list[str] = []  # files the last scan left out: names that are no doc path
+        self._keys: dict[str, str | None] = {}  # name on disk -> canonical path (None: not a doc path)
         self._semantic: SemanticIndex | None = None  # built by the first semantic_search
 
     # -- paths ---------------------------------------------------------------
@@ -523,9 +540,10 @@ class Docs:
                     st = e.stat()
                 except (OSError, RuntimeError):  # vanished since listed, a symlink loop
                     continue
-                try:
-                    key = doc_path(rel).as_posix()
-                except ValidationError:
+                if rel not in self._keys:  # checked once per name: rescans stay one stat a file
+                    self._keys[rel] = _canonical(rel)
+                key = self._keys[rel]
+                if key is None:
                     skipped.append(_shown(rel))
                     continue
                 if key in found:  # two spellings of one name

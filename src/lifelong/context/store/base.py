@@ -29,7 +29,7 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def validate_namespace(name: str) -> str:
     """Namespaces name tenants/agents and double as folder names, so keep them plain."""
-    if not isinstance(name, str) or not _NAMESPACE_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAMESPACE_RE.fullmatch(name) or name in (".", ".."):
         raise ValidationError(
             f"invalid namespace {name!r}",
             hint="use 1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit",
