@@ -150,15 +150,19 @@ def test_a_damaged_sqlite_file_is_a_store_error(tmp_path):
     for i in range(300):
         notes.add(f"note number {i} " + "padding " * 20)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    last_root = store.conn.execute("SELECT max(rootpage) FROM sqlite_master").fetchone()[0]
     store.close()
     data = bytearray(path.read_bytes())
     page = 4096
-    for start in range(2 * page, len(data), page):  # every b-tree page past the schema: a bad type byte
+    # The pages the notes filled (all past the tables' root pages): a bad page type byte.
+    # The schema and the namespace stay readable, so the store opens and fails at query time.
+    for start in range(last_root * page, len(data), page):
         data[start] = 0xFF
     path.write_bytes(bytes(data))
+    s = open_store(f"sqlite:///{path}")
     with pytest.raises(StoreError, match="damaged|malformed"):
-        s = open_store(f"sqlite:///{path}")
         Notes(s, "ns", 10_000, None).list()
+    s.close()
 
 
 def test_reads_go_on_while_another_process_holds_the_write_lock(tmp_path):

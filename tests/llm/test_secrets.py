@@ -134,6 +134,21 @@ def test_no_command_prints_a_secret(cli_with_secrets, echo_server):
             assert secret not in out, (name, out)
 
 
+def test_the_library_error_itself_holds_no_secret(echo_server, monkeypatch):
+    """Programs that print str(error) go through no CLI printer: the error must be clean."""
+    from lifelong.errors import ModelError
+    from lifelong.llm import load_llm
+
+    monkeypatch.setenv("LIFELONG_API_KEY", API_KEY)
+    for status in (400, 401, 500):
+        for password in (False, True):
+            llm = load_llm(spec(echo_server, status, password=password))
+            with pytest.raises(ModelError) as err:
+                llm.complete("hello", max_tokens=4)
+            assert "Authorization: ***" in str(err.value)
+            assert not any(s in str(err.value) + repr(llm) for s in SECRETS), str(err.value)
+
+
 def test_a_real_process_prints_no_secret(tmp_path, echo_server):
     env = {**os.environ, "LIFELONG_API_KEY": API_KEY, "LIFELONG_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "lifelong.cli.main", "llm", "complete", "hi",
