@@ -27,7 +27,7 @@ BAD_VALUES = [
     ("model", "dim", '"32"', "model.dim must be a whole number, got '32'"),
     ("train", "lr", '"fast"', "train.lr must be a finite number, got 'fast'"),
     ("model", "n_heads", "0", "model.n_heads must be >= 1"),
-    ("train", "device", '"tpu"', "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("train", "device", '"tpu"', "train.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("model", "n_layers", "true", "model.n_layers must be a whole number, got True"),
     ("model", "memory_options", "5", "model.memory_options must be a table"),
     ("train", "batch_size", "4.5", "train.batch_size must be a whole number, got 4.5"),

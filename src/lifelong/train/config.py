@@ -27,7 +27,7 @@ from lifelong.errors import ConfigError
 from lifelong.neural.config import ModelConfig
 from lifelong.validate import check_fields
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -77,7 +77,7 @@ class TrainConfig:
                 hint="e.g. lr = 3e-3, grad_clip = 1.0, beta1 = 0.9, beta2 = 0.95",
             )
         if not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
                               hint="fix device in the [train] table (or pass --device)")
 
 
