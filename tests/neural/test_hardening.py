@@ -144,7 +144,7 @@ def test_a_crafted_trainer_pickle_runs_no_code(stopped_run, tmp_path):
     for ckpt in (run / "checkpoints").iterdir():  # every checkpoint in the old format, booby-trapped
         (ckpt / "trainer.json").unlink()
         (ckpt / "trainer.safetensors").unlink()
-        (ckpt / "trainer.pt").write_bytes(pickle.dumps({"optimizer": _RunsCode(marker)}))
+        (ckpt / "trainer.pt").write_bytes(pickle.dumps({"optimizer": _RunsCode(marker)}, protocol=2))
     with pytest.raises(StateError, match="no intact checkpoint") as err:
         _resume(run)
     assert "cannot be read safely" in err.value.message
