@@ -155,6 +155,7 @@ class Session:
         self.notes = notes
         self.config = config or SessionConfig()
         self.docs = docs if self.config.use_docs else None
+        self._bugs: list[str] = []  # unexpected errors met on the way (run() starts afresh)
 
     # -- public ----------------------------------------------------------------
     def run(self, task: Task | str) -> Outcome:
@@ -167,7 +168,7 @@ class Session:
         self._budget = _Budget()
         self._tool_calls = 0
         self._compactions = 0
-        self._bugs: list[str] = []  # unexpected errors met on the way, reported as warnings
+        self._bugs = []  # reported as warnings at the end
         transcript: list[Message] = []
         outcome = Outcome(session_id=sid, task_id=task.id or sid, answer="", score=None, attempts=0,
                           transcript=transcript)
