@@ -3,7 +3,6 @@ history, rendering, the token budget and usage statistics."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 

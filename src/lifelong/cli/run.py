@@ -49,7 +49,7 @@ def run_cmd(
     for nid in out.notes_written:
         console.print(f"[green]note written[/] [{nid}]")
     for path in out.docs_written:
-        console.print(f"[green]doc written[/] {path}")
+        console.print(f"[green]doc written[/] {escape(path)}")
     for w in out.warnings:
         console.print(f"[yellow]{escape(w)}[/]")
     if out.error:
