@@ -3,7 +3,6 @@ history, rendering, the token budget and usage statistics."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from lifelong.context import Notes, OverBudget, default_budget, render_notes, word_count
