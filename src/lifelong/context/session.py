@@ -499,6 +499,13 @@ class Session:
                 return f"{', '.join(sorted(made_up))} appear(s) nowhere in the session"
         return None
 
+    def _check_storable(self, text: str) -> None:
+        """Whether the text can be a note at all (the store's own checks) comes first:
+        its message then says what is wrong with it, before whether it should be one."""
+        check = getattr(self.notes, "check_text", None)
+        if check is not None:
+            check(text)
+
     def _already_noted(self, text: str) -> int | None:
         """The id of an active note that already states ``text``'s facts in mostly the
         same words (a restatement the duplicate check's 0.8 threshold lets through)."""
@@ -529,6 +536,7 @@ class Session:
                     self.notes.delete(nid, reason="reflection", **meta)
                     return nid
                 if verb == "EDIT" and rest and ({"edit", "supersede"} & ops):
+                    self._check_storable(rest)
                     why = self._refusal(rest, task, outcome)
                     if why:
                         outcome.warnings.append(f"note not written: {why}")
@@ -537,6 +545,7 @@ class Session:
                 return None
             if "add" not in ops:
                 return None
+            self._check_storable(text)
             why = self._refusal(text, task, outcome)
             if why:
                 outcome.warnings.append(f"note not written: {why}")
