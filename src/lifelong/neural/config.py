@@ -12,7 +12,9 @@ from typing import Any
 
 from lifelong.errors import ConfigError
 
-MODEL_KINDS = ("transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal")
+MODEL_KINDS = (
+    "transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention",
+)
 
 
 @dataclass
@@ -28,6 +30,13 @@ class ModelConfig:
     - ``mac``: Titans memory as context (attention over segments of ``segment_len``).
     - ``mag``: Titans memory as gate (sliding-window attention ‖ memory, gated).
     - ``mal``: Titans memory as layer (memory, then sliding-window attention).
+    - ``hope``: self-modifying Titans, and a Continuum Memory System (CMS) in place of
+      the MLP (Nested Learning, §8.3).
+    - ``hope_attention``: causal softmax attention, and a CMS in place of the MLP.
+
+    The CMS kinds learn in context: the model reads steps of ``min(cms_chunks)`` tokens
+    and after each takes one gradient of its next-token loss for every CMS level, which
+    writes it at the end of its own chunk (``lifelong.neural.layers.cms``).
     """
 
     kind: str = "transformer"
@@ -53,6 +62,18 @@ class ModelConfig:
     # Gated DeltaNet.
     conv_size: int = 4
     deltanet_chunk: int = 32
+    # Hope / Hope-Attention: the CMS levels' chunk sizes C^(ℓ) (its update periods, in
+    # chain order; ``mlp_hidden`` is each level's width), its variant (sequential,
+    # headwise, nested) and inner learning rates; the self-modifying Titans' two chunk
+    # sizes. Extra options go to CMSConfig / SelfModConfig.
+    cms_chunks: list[int] = field(default_factory=lambda: [16])
+    cms_variant: str = "sequential"
+    cms_lr: float = 1e-3
+    cms_max_lr: float = 1e-2
+    cms_options: dict[str, Any] = field(default_factory=dict)
+    selfmod_chunk: int = 8
+    selfmod_memory_chunk: int = 8
+    selfmod_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -65,6 +86,8 @@ class ModelConfig:
                 f"dim {self.dim} is not divisible by n_heads {self.n_heads}",
                 hint="pick n_heads that divides dim",
             )
-        for name in ("vocab_size", "dim", "n_layers", "window", "segment_len", "memory_chunk"):
+        self.cms_chunks = [int(c) for c in self.cms_chunks]
+        for name in ("vocab_size", "dim", "n_layers", "window", "segment_len", "memory_chunk",
+                     "selfmod_chunk", "selfmod_memory_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1", hint="set a positive value")
