@@ -439,7 +439,7 @@ def bench_llm_cmd(
 ) -> None:
     """Prefill and decode tokens/s and load time of a model backend."""
     from lifelong.bench.llm import LlamaCppPythonLLM, bench_llms
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     spec = model or None
     openers = [lambda: load_llm(spec)]

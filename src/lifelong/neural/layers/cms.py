@@ -71,6 +71,7 @@ class CMSConfig:
     max_lr: float = 1e-2
     learn_lr: bool = True
     norm: bool = True  # pre-norm (RMSNorm) before each level; False: the caller normalizes
+    residual: bool = True  # x + …; False: the bare output (a layer that adds its own residual)
     norm_eps: float = 1e-6
     # Outer training differentiates through the in-context updates (the inner gradients
     # keep their graph: second order). False: first order — the inner gradients are
@@ -280,9 +281,10 @@ class ContinuumMemory(nn.Module):
             h = norm(0, x)
             w = torch.softmax(self.agg, dim=0)
             mix = sum(w[i] * gated_mlp(h, state.weights[i], c.activation) for i in range(c.levels))
-            return x + mix
+            return x + mix if c.residual else mix
         for i in range(c.levels):  # sequential and nested: the chain
-            x = x + gated_mlp(norm(i, x), state.weights[i], c.activation)
+            y = gated_mlp(norm(i, x), state.weights[i], c.activation)
+            x = x + y if c.residual else y
         return x
 
     def fast_weights(self, state: CMSState) -> list[Tensor]:

@@ -268,7 +268,6 @@ class SelfModifyingTitans(nn.Module):
         run the recurrence through it. xh, qh [N=B·H, U, d]; weights [N, in, out]."""
         c = self.config
         kind = c.activation
-        H = c.heads
         k = F.normalize(memory_forward(xh, read["k"], kind)[0], dim=-1)
         v = memory_forward(xh, read["v"], kind)[0]
         if c.normalize_v:
