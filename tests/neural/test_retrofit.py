@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from lifelong.errors import ConfigError, StateError
-from lifelong.neural.retrofit import HopeGemma, RetrofitConfig, RetrofitState, model_folder, parse_layers
+from lifelong.neural.retrofit import (
+    HopeGemma,
+    RetrofitConfig,
+    RetrofitState,
+    model_folder,
+    parse_layers,
+)
 
 pytestmark = pytest.mark.slow  # loads the real model (and converts the GGUF once per machine)
 
