@@ -72,6 +72,7 @@ class SelfModConfig:
     conv_kernel: int = 4  # causal depthwise convolution on the input; 1 = none
     activation: str = "silu"  # σ of the memories
     max_lr: float = 0.5  # η_t ∈ (0, max_lr)
+    lr_activation: str = "sigmoid"  # η_t = max_lr · sigmoid(·); "softplus": max_lr · softplus(·)
     init_lr_logit: float = -2.0  # b_η: η starts near max_lr · sigmoid(−2) ≈ 0.06
     init_retention_logit: float = 6.9  # b_α: α starts near 0.999
     # ℓ2-normalize the values as well as q and k (the paper normalizes q and k). The
@@ -93,6 +94,8 @@ class SelfModConfig:
                               hint="e.g. chunk_memory = 8, chunk_other = 16")
         if self.activation not in ("silu", "gelu"):
             raise ConfigError(f"unknown activation {self.activation!r}", hint="use silu or gelu")
+        if self.lr_activation not in ("sigmoid", "softplus"):
+            raise ConfigError(f"unknown lr_activation {self.lr_activation!r}", hint="sigmoid or softplus")
         if self.max_lr <= 0:
             raise ConfigError("self-modifying Titans: max_lr must be positive", hint="e.g. 0.5")
 
@@ -277,7 +280,8 @@ class SelfModifyingTitans(nn.Module):
             return y, run
         bias_eta = self.lr_bias.repeat(B)[:, None]  # [N, 1], heads vary fastest
         bias_alpha = self.retention_bias.repeat(B)[:, None]
-        eta = c.max_lr * torch.sigmoid(memory_forward(xh, read["eta"], kind)[0][..., 0] + bias_eta)
+        squash = torch.sigmoid if c.lr_activation == "sigmoid" else F.softplus
+        eta = c.max_lr * squash(memory_forward(xh, read["eta"], kind)[0][..., 0] + bias_eta)
         alpha = torch.sigmoid(memory_forward(xh, read["alpha"], kind)[0][..., 0] + bias_alpha)
 
         # ∇L(M_□; k_t, v̂_□,t) at the chunk-start weights, for every token at once (the

@@ -68,7 +68,8 @@ def naive_selfmod(layer: SelfModifyingTitans, x: Tensor) -> tuple[Tensor, dict]:
                 ys[b, t, sl] = naive_memory(qt, start["mem"], kind)
                 if t >= n_write:
                     continue
-                eta = c.max_lr * torch.sigmoid(naive_memory(xt, start["eta"], kind)[0] + layer.lr_bias[h])
+                squash = torch.sigmoid if c.lr_activation == "sigmoid" else F.softplus
+                eta = c.max_lr * squash(naive_memory(xt, start["eta"], kind)[0] + layer.lr_bias[h])
                 alpha = torch.sigmoid(naive_memory(xt, start["alpha"], kind)[0] + layer.retention_bias[h])
                 P = alpha * torch.eye(d, dtype=x.dtype) - eta * torch.outer(kt, kt)
                 for m in MEMORIES:
