@@ -90,3 +90,18 @@ def test_answers_leave_the_session_as_it_was_and_bad_specs_are_refused(gemma) ->
 
     with pytest.raises(ConfigError):
         load_llm("hf-cms:local?levels=16&colour=blue")
+
+
+def test_as_a_continual_learner_it_learns_material_and_answers_in_a_fresh_context(gemma) -> None:
+    from types import SimpleNamespace
+
+    from lifelong.neural.retrofit import RetrofitLearner
+
+    hope = retrofit(gemma, layers=(17,), chunk_sizes=(4,), lr=1e-6)
+    learner = RetrofitLearner(hope)
+    learner.learn(SimpleNamespace(material="The capital of France is Paris."))
+    assert learner.session.state.cms[0].updates.sum() > 0
+    cost = learner.state()
+    assert cost.memory_tokens == 0 and cost.stored_tokens > 0 and cost.state_bytes > 0
+    out = learner.answer(SimpleNamespace(prompt="The capital of France is"), max_tokens=3)
+    assert isinstance(out.text, str) and out.context_tokens > 0

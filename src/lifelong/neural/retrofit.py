@@ -322,6 +322,64 @@ def _with_weights(state: CMSState, weights: tuple) -> CMSState:
     return dataclasses.replace(state, weights=weights)
 
 
+# --------------------------------------------------------------------------- as a continual learner
+
+
+@dataclass(frozen=True)
+class LearnerAnswer:
+    text: str
+    context_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LearnerCost:
+    memory_tokens: int = 0  # learnt text put into every query's context
+    stored_tokens: int = 0  # learnt text kept outside the context
+    state_bytes: int = 0  # everything kept between tasks
+
+
+class RetrofitLearner:
+    """The retrofitted Gemma as a learner of the continual-learning harness: ``learn(task)``
+    reads a task's material while the CMS levels learn, ``answer(query, max_tokens)`` answers
+    greedily, ``state()`` reports what it carries (the harness's ``Learner`` protocol, by
+    duck typing: ``LearnerAnswer`` / ``LearnerCost`` have the fields of its ``Answer`` /
+    ``LearnerState``).
+
+    ``keep_context=False`` (the default) answers in a fresh context: whatever the
+    learner knows about earlier material is in its weights. ``True`` also keeps the
+    material read so far in the context (in-context learning plus the CMS)."""
+
+    name = "hope-gemma"
+
+    def __init__(self, gemma: HopeGemma, keep_context: bool = False, stop: Sequence[str] = ("\n",)) -> None:
+        self.gemma = gemma
+        self.keep_context = keep_context
+        self.stop = list(stop)
+        self.session = gemma.session()
+        self.material_tokens = 0
+
+    def learn(self, task: Any) -> None:
+        g = self.gemma
+        if not self.keep_context:
+            g.new_context(self.session)
+        text = task.material.strip() + "\n\n"
+        self.material_tokens += g.read(self.session, text, learn=True)
+
+    def answer(self, query: Any, max_tokens: int) -> LearnerAnswer:
+        g = self.gemma
+        probe = self.session if self.keep_context else Session(state=self.session.state)
+        text = g.answer(probe, query.prompt, max_new_tokens=max_tokens, stop=self.stop)
+        if probe is not self.session:
+            self.session.answer_s += probe.answer_s
+        n = len(g.tokenizer.encode(query.prompt, add_special_tokens=False))
+        return LearnerAnswer(text.strip(), n + (self.session.seen if self.keep_context else 0))
+
+    def state(self) -> LearnerCost:
+        return LearnerCost(memory_tokens=self.session.seen if self.keep_context else 0,
+                           stored_tokens=0 if self.keep_context else self.material_tokens,
+                           state_bytes=self.session.nbytes)
+
+
 # --------------------------------------------------------------------------- as an LLM
 
 
