@@ -194,3 +194,25 @@ def test_bad_cms_configs_are_refused_with_a_hint() -> None:
     with pytest.raises(ConfigError):
         SelfModConfig(dim=8, heads=3)
     assert dataclasses.asdict(CMSConfig(chunk_sizes=(16, 64)))["chunk_sizes"] == (16, 64)
+
+
+def test_selfmod_agrees_with_the_peer_nested_learning_where_semantics_agree() -> None:
+    pytest.importorskip("nested_learning")
+    from lifelong.bench.hope import compare_selfmod
+
+    for chunks in [(8, 4), (4, 8)]:
+        r = compare_selfmod(dim=16, T=16, chunk_memory=chunks[0], chunk_other=chunks[1])
+        assert r["max_abs_diff_output"] < 1e-12 and r["max_abs_diff_memories"] < 1e-12, r
+
+
+def test_the_cms_sweep_configs_are_written_by_make_py_and_matched_in_size() -> None:
+    from pathlib import Path
+
+    from lifelong.neural.lm import check_matched, param_counts
+    from lifelong.train.config import load_config
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "bench" / "cms_sweep"
+    configs = {p.stem: load_config(p) for p in sorted(folder.glob("*.toml"))}
+    assert sorted(configs) == sorted(f"L{n}-C{c}" for n in (1, 2, 3, 4) for c in (64, 256))
+    assert {tuple(c.model.cms_chunks) for c in configs.values()} >= {(64,), (32, 64), (128, 256), (32, 64, 128, 256)}
+    check_matched(param_counts({k: c.model for k, c in configs.items()}), tolerance=0.05)
