@@ -29,7 +29,7 @@ runs through the chunk with those gradients. The paper uses two chunk sizes,
 one for M_mem and one for all the others (``chunk_memory``, ``chunk_other``).
 The recurrence of A is a gated delta rule (decay α_t, strength η_t/α_t,
 values −α_t e_t with e_t the error at A's output), so it runs in the WY form
-of ``deltanet.chunk_gated_delta_rule``; B's is a decayed sum (one matmul).
+of ``deltanet.chunk_gated_delta_rule`` (``delta_rule_state``); B's is a decayed sum.
 
 As in the paper's Hope (§8.3) q and k are ℓ2-normalized and a causal
 convolution (window 4) mixes neighbouring tokens first. Heads: each head owns
@@ -55,7 +55,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, StateError, ValidationError
-from lifelong.neural.deltanet import chunk_gated_delta_rule
 from lifelong.neural.streaming import StateBundle
 
 MEMORIES = ("k", "v", "mem", "eta", "alpha")  # vector memories first, then the scalar ones
@@ -138,6 +137,33 @@ def act_grad(x: Tensor, kind: str) -> Tensor:
         return s * (1 + x * (1 - s))
     cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
     return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def delta_rule_state(S0: Tensor, k: Tensor, v: Tensor, log_a: Tensor, beta: Tensor) -> Tensor:
+    """End state of S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ over one chunk.
+
+    The WY form of ``deltanet.chunk_gated_delta_rule`` (same recurrence), keeping
+    only the final state: the chunk's "new values" D = U − W S0 solve the unit
+    lower-triangular system (I + A)[U | W] = [β v | β e^{g} k], whose inverse is
+    the finite product (I − A)(I + A²)(I + A⁴)… since A is strictly lower
+    triangular (nilpotent): a few batched matmuls, cheap to differentiate twice.
+    S0 [N, dk, dv], k [N, c, dk], v [N, c, dv], log_a, beta [N, c]."""
+    c = k.shape[1]
+    lg = log_a.cumsum(-1)
+    strict = torch.ones(c, c, dtype=torch.bool, device=k.device).tril(-1)
+    decay = (lg[:, :, None] - lg[:, None, :]).masked_fill(~strict, float("-inf")).exp()
+    A = beta[:, :, None] * decay * (k @ k.transpose(1, 2))
+    eye = torch.eye(c, dtype=k.dtype, device=k.device)
+    inv, power, P = eye - A, 2, A @ A
+    while power < c:
+        inv = inv @ (eye + P)
+        P, power = P @ P, power * 2
+    U = inv @ (beta[..., None] * v)
+    W = inv @ ((beta * lg.exp())[..., None] * k)
+    D = U - W @ S0
+    last = lg[:, -1]
+    tail = (last[:, None] - lg).exp()
+    return last.exp()[:, None, None] * S0 + (k * tail[..., None]).transpose(1, 2) @ D
 
 
 def memory_forward(x: Tensor, w: tuple[Tensor, ...], kind: str) -> tuple[Tensor, Tensor]:
@@ -316,11 +342,7 @@ class SelfModifyingTitans(nn.Module):
             kk = k.repeat(len(group), 1, 1)
             g = log_a.repeat(len(group), 1)
             bt = beta.repeat(len(group), 1)
-            _, S_end = chunk_gated_delta_rule(
-                kk[:, None], kk[:, None], vals[:, None], g[:, None], bt[:, None], S0[:, None],
-                chunk_size=kk.shape[1],
-            )
-            S_end = S_end[:, 0]
+            S_end = delta_rule_state(S0, kk, vals, g, bt)
             for j, m in enumerate(group):
                 part = S_end[j * k.shape[0] : (j + 1) * k.shape[0]]
                 if m in VECTOR:
