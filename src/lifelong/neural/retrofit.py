@@ -25,7 +25,7 @@ Python::
     gemma.new_context(session)                             # drop the context, keep the weights
     print(gemma.answer(session, "A question:", max_new_tokens=8))
 
-As a model spec for the ``lifelong`` commands: ``hf-cms:local?layers=14-17&levels=16,64&lr=1e-4``
+As a model spec for the ``lifelong`` commands: ``hf-cms:local?layers=14-17&levels=16,64&lr=1e-5``
 (``RetrofitLLM``: every ``complete`` reads its prompt into the weights, in a
 fresh context, so what a session learnt outlives its context window).
 """
@@ -52,7 +52,7 @@ from lifelong.neural.streaming import StateBundle, map_tensors
 class RetrofitConfig:
     layers: tuple[int, ...] = (14, 15, 16, 17)  # decoder layers whose MLP becomes a CMS; (): all
     chunk_sizes: tuple[int, ...] = (16, 64)  # one CMS level per chunk size, in every chosen layer
-    lr: float | tuple[float, ...] = 1e-4  # η^(ℓ) per level, fixed; 0: that level never moves
+    lr: float | tuple[float, ...] = 1e-5  # η^(ℓ) per level, fixed; 0: that level never moves
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
@@ -453,12 +453,12 @@ def open_spec(target: str, query: str, spec: str) -> RetrofitLLM:
         raise ConfigError("hf-cms: needs a path", hint="hf-cms:local or hf-cms:/path/to/model")
     try:
         levels = tuple(int(x) for x in opts.get("levels", "16,64").split(","))
-        lr_text = opts.get("lr", "1e-4").split(",")
+        lr_text = opts.get("lr", "1e-5").split(",")
         lr: float | tuple[float, ...] = float(lr_text[0]) if len(lr_text) == 1 else tuple(map(float, lr_text))
         ctx = int(opts["ctx"]) if "ctx" in opts else None
     except ValueError as exc:
         raise ConfigError(f"bad option value in {spec!r}: {exc}",
-                          hint="e.g. hf-cms:local?layers=14-17&levels=16,64&lr=1e-4") from exc
+                          hint="e.g. hf-cms:local?layers=14-17&levels=16,64&lr=1e-5") from exc
     layers = parse_layers(opts.get("layers", "14-17"))
     return RetrofitLLM(target, RetrofitConfig(layers=layers, chunk_sizes=levels, lr=lr),
                        context_window=ctx, device=opts.get("device", "cpu"))
