@@ -135,6 +135,8 @@ def test_split_passes_equal_one_pass_and_states_save_load_stack_index(tmp_path) 
             y, state = model(ids[:, a:b], state)
             parts.append(y)
         assert torch.allclose(torch.cat(parts, 1), whole, atol=1e-12)
+        with torch.inference_mode():  # as `lifelong bench run` evaluates
+            assert torch.allclose(model(ids)[0], whole, atol=1e-12)
         # each sequence its own state: alone, sequence 1 gives the same logits
         assert torch.allclose(model(ids[1:2])[0], whole[1:2], atol=1e-12)
         state.save(tmp_path / "s.safetensors")

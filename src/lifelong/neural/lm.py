@@ -196,6 +196,13 @@ class CausalLM(nn.Module):
     def forward(self, input_ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Logits ``[B, T, vocab]`` for ``input_ids [B, T]`` and the state after them."""
         if self.learners and self.in_context_updates:
+            if torch.is_inference_mode_enabled():
+                # learning in context needs autograd, which inference mode switches off
+                # for every tensor made in it: step out, with plain copies of the inputs
+                with torch.inference_mode(False), torch.no_grad():
+                    ids = input_ids.clone()
+                    state = map_tensors(state, lambda t: t.clone()) if state is not None else None
+                    return self._forward_in_context(ids, state)
             return self._forward_in_context(input_ids, state)
         if isinstance(state, InContextState):
             raise StateError("this state was made with in-context updates on",
