@@ -83,6 +83,10 @@ def test_answers_leave_the_session_as_it_was_and_bad_specs_are_refused(gemma) ->
     before = (session.seen, session.state.cms[0].updates.clone())
     assert hope.answer(session, " The capital of France is", max_new_tokens=3).strip().startswith("Paris")
     assert (session.seen, session.state.cms[0].updates.tolist()) == (before[0], before[1].tolist())
+    hope.read(session, " The capital of France is")
+    assert hope.answer(session, "", max_new_tokens=2).strip().startswith("Paris")  # right after the read
+    with pytest.raises(ConfigError):
+        hope.answer(hope.session(), "", max_new_tokens=2)
     assert parse_layers("14-17") == (14, 15, 16, 17) and parse_layers("all") == ()
     with pytest.raises(ConfigError):
         parse_layers("x")

@@ -286,7 +286,13 @@ class HopeGemma:
         t0 = time.perf_counter()
         probe = Session(state=session.state, cache=copy.deepcopy(session.cache),
                         open_ids=session.open_ids, seen=session.seen)
-        ids = self.encode(prompt, bos=probe.seen == 0 and probe.open_ids is None)
+        ids = self.encode(prompt, bos=probe.seen == 0 and probe.open_ids is None) if prompt else None
+        if ids is None or ids.shape[1] == 0:  # continue right after what was read
+            if probe.open_ids is None or probe.open_ids.shape[1] == 0:
+                raise ConfigError("nothing to continue: the prompt is empty and nothing was read",
+                                  hint="pass a prompt")
+            ids, probe.open_ids = probe.open_ids, None  # the open step is not in the cache yet
+            probe.seen -= ids.shape[1]
         logits = self.feed(probe, ids, learn=False)
         out: list[int] = []
         eos = getattr(self.tokenizer, "eos_token_id", None)
