@@ -27,9 +27,12 @@
    - lifelong: forward with in-context writes (self-modifying Titans and CMS),
      cross-entropy, backward through every write (second order), AdamW step.
 
-   Inference: the peer's forward under ``no_grad`` (no writes) and with its update
-   pass; lifelong's forward under ``no_grad`` with in-context learning (writes)
-   and without (``in_context_updates = False``).
+   Also lifelong with first-order inner gradients (``second_order = false``: the
+   in-context writes still happen in the forward pass, the outer gradient does
+   not differentiate through their gradients — closer to the peer's stop-grad).
+   Inference: the peer's forward under ``no_grad`` (which reads its initial
+   memories, no writes); lifelong's forward under ``no_grad`` with in-context
+   learning (writes) and without (``in_context_updates = False``).
 
 Repeats of the two sides are interleaved so both see the same machine load; the
 ratios are medians of back-to-back pairs.
@@ -153,11 +156,11 @@ def _peer_model(cfg: HopeBenchConfig):
     ))
 
 
-def _ours_model(cfg: HopeBenchConfig):
+def _ours_model(cfg: HopeBenchConfig, second_order: bool = True):
     return build_model(ModelConfig(
         kind="hope", vocab_size=cfg.vocab_size, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.heads,
         mlp_hidden=4 * cfg.dim, cms_chunks=list(cfg.cms_periods), selfmod_chunk=cfg.selfmod_chunk,
-        selfmod_memory_chunk=cfg.selfmod_chunk,
+        selfmod_memory_chunk=cfg.selfmod_chunk, cms_options={"second_order": second_order},
     ))
 
 
@@ -167,9 +170,11 @@ def measure_speed(cfg: HopeBenchConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     ids = torch.randint(0, cfg.vocab_size, (cfg.batch, cfg.seq + 1), generator=gen)
     x, y = ids[:, :-1], ids[:, 1:]
-    peer, ours = _peer_model(cfg), _ours_model(cfg)
+    peer, ours, ours_fo = _peer_model(cfg), _ours_model(cfg), _ours_model(cfg, second_order=False)
+    ours_fo.load_state_dict(ours.state_dict())
     opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-3)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+    opt_fo = torch.optim.AdamW(ours_fo.parameters(), lr=1e-3)
 
     def peer_train() -> None:
         logits = peer(x)
@@ -190,6 +195,12 @@ def measure_speed(cfg: HopeBenchConfig) -> dict:
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
 
+    def ours_train_first_order() -> None:
+        logits, _ = ours_fo(x)
+        F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        opt_fo.step()
+        opt_fo.zero_grad(set_to_none=True)
+
     @torch.no_grad()
     def peer_infer() -> None:
         peer(x)
@@ -206,7 +217,8 @@ def measure_speed(cfg: HopeBenchConfig) -> dict:
         finally:
             ours.in_context_updates = True
 
-    cases = {"train": (peer_train, ours_train), "infer": (peer_infer, ours_infer),
+    cases = {"train": (peer_train, ours_train), "train_first_order": (peer_train, ours_train_first_order),
+             "infer": (peer_infer, ours_infer),
              "infer_static": (peer_infer, ours_infer_static)}
     tokens = cfg.batch * cfg.seq
     out: dict = {"config": asdict(cfg), "params_peer": sum(p.numel() for p in peer.parameters()),

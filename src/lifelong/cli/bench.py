@@ -357,7 +357,7 @@ def bench_hope_cmd(
                             f"{speed['threads']} threads (tokens/s, medians)")
         for col in ("", "nested-learning", "lifelong", "lifelong / peer"):
             table.add_column(col, justify="right")
-        for name in ("train", "infer", "infer_static"):
+        for name in ("train", "train_first_order", "infer", "infer_static"):
             r = speed[name]
             table.add_row(name, f"{r['peer_tok_s']:,.0f}", f"{r['lifelong_tok_s']:,.0f}",
                           f"{r['speedup_median_pair']:.2f}×")
