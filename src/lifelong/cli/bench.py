@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lifelong.cli.common import MODEL_HELP, console, err_console
@@ -98,7 +99,7 @@ def bench_run(
     console.print(table)
     stem = f"{model.stem}-{suite.replace(',', '+')}"
     json_path, png_path = ev.write_report(report, out, stem)
-    console.print(f"wrote {json_path} and {png_path}")
+    console.print(escape(f"wrote {json_path} and {png_path}"), highlight=False)
 
 @bench_app.command("sample")
 def bench_sample(
@@ -275,7 +276,7 @@ def bench_models_command(
     rows = []
     for path in configs:
         cfg = load_config(path)
-        console.print(f"measuring {cfg.name} ({cfg.model.kind}) …")
+        console.print(escape(f"measuring {cfg.name} ({cfg.model.kind}) …"), highlight=False)
         rows.append(
             measure_model(
                 cfg,

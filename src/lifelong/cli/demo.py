@@ -75,7 +75,7 @@ def demo_cmd(
         console.print(f"session 1 answered {escape(repr(out1.answer))} → {_mark(out1.score)}; "
                       f"feedback: {escape(out1.feedback[0]) if out1.feedback else '-'}")
         console.print("it wrote the note: " + escape(" | ".join(notes2.get(i).text for i in out1.notes_written)))
-        console.print(f"and documentation: {', '.join(out1.docs_written)} "
+        console.print(f"and documentation: {escape(', '.join(out1.docs_written))} "
                       f"({docs2.read(out1.docs_written[0]).total_chars if out1.docs_written else 0} characters)")
         second = Task(prompt="A new member joins the Blue team. Which code word must they use?",
                       check=contains("MARIGOLD"), family="acme", id="blue-2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -56,7 +57,7 @@ def serve_cmd(
     from lifelong.serve.llm import serve_forever
 
     serve_forever(model, host=host, port=port, ready=lambda url: console.print(
-        f"serving {model} at {url}/v1  (spec: openai:{url}/v1#{model.split(':')[0]})", highlight=False))
+        escape(f"serving {model} at {url}/v1  (spec: openai:{url}/v1#{model.split(':')[0]})"), highlight=False))
 
 
 def register(app: typer.Typer) -> None:

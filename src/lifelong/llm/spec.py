@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from lifelong.errors import ConfigError
 from lifelong.llm.base import LLM
+from lifelong.redact import redact_url
 
 FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH, hf-cms:PATH "
          "(options after '?', e.g. local?ctx=16384)")
@@ -45,6 +46,7 @@ _ALIASES = {"ctx": "context_window"}
 
 def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    spec = redact_url(spec)  # what the messages below show
     for key, value in parse_qsl(query, keep_blank_values=True):
         key = _ALIASES.get(key, key)
         if key not in allowed:
@@ -115,7 +117,7 @@ def load_llm(spec: str | None = None) -> LLM:
 
         url_part, sep, model_part = rest.partition("#")
         if not sep or not model_part:
-            raise ConfigError(f"openai spec needs a model name after '#': {spec!r}",
+            raise ConfigError(f"openai spec needs a model name after '#': {redact_url(spec)!r}",
                               hint="openai:http://127.0.0.1:8080/v1#MODEL")
         model, _, query = model_part.partition("?")
         # The URL may be written as openai://host… or openai:http://host…
@@ -137,4 +139,4 @@ def load_llm(spec: str | None = None) -> LLM:
         if not target:
             raise ConfigError("hf: needs a path", hint="hf:/path/to/model-folder, hf:model.gguf or hf:local")
         return HFLLM(target, **opts)
-    raise ConfigError(f"unknown model spec {spec!r}", hint=f"use one of: {FORMS}")
+    raise ConfigError(f"unknown model spec {redact_url(spec)!r}", hint=f"use one of: {FORMS}")
