@@ -125,6 +125,21 @@ def memory_options(*groups: str) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
+def load_llm(spec: str | None = None) -> Any:
+    """``lifelong.llm.load_llm``, with the backends that live in higher layers registered
+    first (``hf-cms:``, the retrofitted Gemma of ``lifelong.neural.retrofit``)."""
+    import importlib
+    import os
+
+    from lifelong.llm import load_llm as open_spec
+    from lifelong.llm.spec import backend_home
+
+    home = backend_home(spec or os.environ.get("LIFELONG_MODEL") or "local")
+    if home:
+        importlib.import_module(home)  # registers its backend
+    return open_spec(spec)
+
+
 class LazyModel:
     """Loads the model on first use. Loaded models are kept for the life of the
     process (one command per process from the shell; many when commands are
@@ -140,8 +155,6 @@ class LazyModel:
     def llm(self) -> Any:
         with self._lock:  # one load, even when a background preload and a call meet
             if self.spec not in self._loaded:
-                from lifelong.llm import load_llm
-
                 self._loaded[self.spec] = load_llm(self.spec)
             return self._loaded[self.spec]
 

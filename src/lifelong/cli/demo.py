@@ -31,9 +31,9 @@ def demo_cmd(
     keep: Annotated[Path | None, typer.Option(help="Keep the demo's memory and report in this folder.")] = None,
 ) -> None:
     """Show context memory at work on the embedded model (a few minutes on 2 cores)."""
+    from lifelong.cli.common import load_llm
     from lifelong.context import Docs, Notes, open_store
     from lifelong.context.session import Session, SessionConfig
-    from lifelong.llm import load_llm
     from lifelong.task import Task
 
     t0 = time.perf_counter()

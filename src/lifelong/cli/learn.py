@@ -49,11 +49,11 @@ def eval_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from lifelong.cli.common import load_llm
     from lifelong.learn.protocol import Protocol, ProtocolConfig
     from lifelong.learn.report import final_line, summarize, summary_table, write_report
     from lifelong.learn.strategies import get_strategy, strategy_names
     from lifelong.learn.suites import load_suite
-    from lifelong.llm import load_llm
 
     config = ProtocolConfig(
         episodes=episodes, readers=readers, seed=seed, max_tokens=max_tokens,

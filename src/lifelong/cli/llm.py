@@ -23,7 +23,7 @@ def complete_cmd(
     stop: list[str] = typer.Option([], help="Stop string (repeatable)."),
 ) -> None:
     """Complete a prompt and print the continuation."""
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     llm = load_llm(model)
     try:
@@ -39,7 +39,7 @@ def complete_cmd(
 @llm_app.command("tokens")
 def tokens_cmd(text: str, model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP)) -> None:
     """Count the tokens of TEXT with the model's own tokenizer."""
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     llm = load_llm(model)
     try:

@@ -4,6 +4,9 @@
     llamacpp:PATH                any GGUF file, in-process (llama.cpp)
     openai:URL#MODEL             an OpenAI-compatible server (vLLM, llama.cpp, Ollama, hosted)
     hf:PATH                      transformers (a model folder or a .gguf; hf:local = embedded)
+    hf-cms:PATH?layers=…&levels=…  the same, with CMS levels that learn in context in place of
+                                 the chosen layers' MLPs (``lifelong.neural.retrofit``; a
+                                 backend that a higher layer registers, see ``register_backend``)
 
 Options follow a ``?``: ``local?ctx=16384&threads=2``,
 ``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``.
@@ -19,7 +22,24 @@ from lifelong.errors import ConfigError
 from lifelong.llm.base import LLM
 from lifelong.redact import redact_url
 
-FORMS = "local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (options after '?', e.g. local?ctx=16384)"
+FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH, hf-cms:PATH "
+         "(options after '?', e.g. local?ctx=16384)")
+
+# Backends that live above this layer (they build torch models from ``lifelong.neural``)
+# register an opener here: kind -> opener(target, query, spec). Importing their module
+# registers them; the CLI does that for every spec it is given.
+_BACKENDS: dict[str, Any] = {}
+_BACKEND_HOMES = {"hf-cms": "lifelong.neural.retrofit"}  # kind -> the module that registers it
+
+
+def backend_home(spec: str) -> str | None:
+    """The module to import before ``load_llm(spec)`` when its backend registers itself."""
+    return _BACKEND_HOMES.get(_split(spec.strip())[0])
+
+
+def register_backend(kind: str, opener: Any) -> None:
+    """Make ``load_llm("KIND:TARGET?QUERY")`` call ``opener(target, query, spec)``."""
+    _BACKENDS[kind] = opener
 
 _ALIASES = {"ctx": "context_window"}
 _NOUNS = {int: "a whole number", float: "a number", str: "a string"}
@@ -119,6 +139,12 @@ def load_llm(spec: str | None = None) -> LLM:
         cfg = OpenAIConfig(**_options(query, {"context_window": int, "timeout": float, "retries": int,
                                                "backoff": float}, spec))
         return OpenAILLM(url, model, cfg)
+    if kind in _BACKEND_HOMES and kind not in _BACKENDS:
+        raise ConfigError(f"the {kind}: backend is not loaded",
+                          hint=f"import {_BACKEND_HOMES[kind]} first (the lifelong CLI does)")
+    if kind in _BACKENDS:
+        target, _, query = rest.partition("?")
+        return _BACKENDS[kind](target, query, spec)
     if kind == "hf":
         from lifelong.llm.hf import HFLLM
 

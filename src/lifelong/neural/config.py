@@ -13,7 +13,9 @@ from typing import Any
 from lifelong.errors import ConfigError
 from lifelong.validate import check_fields
 
-MODEL_KINDS = ("transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal")
+MODEL_KINDS = (
+    "transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention",
+)
 
 
 @dataclass
@@ -29,6 +31,13 @@ class ModelConfig:
     - ``mac``: Titans memory as context (attention over segments of ``segment_len``).
     - ``mag``: Titans memory as gate (sliding-window attention ‖ memory, gated).
     - ``mal``: Titans memory as layer (memory, then sliding-window attention).
+    - ``hope``: self-modifying Titans, and a Continuum Memory System (CMS) in place of
+      the MLP (Nested Learning, §8.3).
+    - ``hope_attention``: causal softmax attention, and a CMS in place of the MLP.
+
+    The CMS kinds learn in context: the model reads steps of ``min(cms_chunks)`` tokens
+    and after each takes one gradient of its next-token loss for every CMS level, which
+    writes it at the end of its own chunk (``lifelong.neural.layers.cms``).
     """
 
     kind: str = "transformer"
@@ -54,6 +63,18 @@ class ModelConfig:
     # Gated DeltaNet.
     conv_size: int = 4
     deltanet_chunk: int = 32
+    # Hope / Hope-Attention: the CMS levels' chunk sizes C^(ℓ) (its update periods, in
+    # chain order; ``mlp_hidden`` is each level's width), its variant (sequential,
+    # headwise, nested) and inner learning rates; the self-modifying Titans' two chunk
+    # sizes. Extra options go to CMSConfig / SelfModConfig.
+    cms_chunks: list[int] = field(default_factory=lambda: [16])
+    cms_variant: str = "sequential"
+    cms_lr: float = 1e-3
+    cms_max_lr: float = 1e-2
+    cms_options: dict[str, Any] = field(default_factory=dict)
+    selfmod_chunk: int = 8
+    selfmod_memory_chunk: int = 8
+    selfmod_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self, "model")  # types first: `dim = "32"` is refused here, by name
@@ -63,7 +84,8 @@ class ModelConfig:
                 hint=f"use one of: {', '.join(MODEL_KINDS)}",
             )
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "window", "segment_len", "memory_chunk",
-                     "memory_depth", "conv_size", "deltanet_chunk", "mlp_hidden", "param_budget"):
+                     "memory_depth", "conv_size", "deltanet_chunk", "mlp_hidden", "param_budget",
+                     "selfmod_chunk", "selfmod_memory_chunk"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {value}", hint="set a positive value")
@@ -77,6 +99,11 @@ class ModelConfig:
             )
         if self.memory_options:
             self._check_memory_options()
+        if not self.cms_chunks or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                          for c in self.cms_chunks):
+            raise ConfigError(f"model.cms_chunks must list positive whole chunk sizes, got {self.cms_chunks!r}",
+                              hint="e.g. cms_chunks = [16, 64]")
+        self.cms_chunks = list(self.cms_chunks)
 
     def _check_memory_options(self) -> None:
         """Keys and values of ``memory_options`` are NeuralMemoryConfig's own: check
