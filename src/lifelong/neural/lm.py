@@ -49,8 +49,8 @@ from lifelong.neural.deltanet import GatedDeltaNet
 from lifelong.neural.layers import titans
 from lifelong.neural.layers.cms import CMSConfig, CMSState, ContinuumMemory
 from lifelong.neural.layers.hope import SelfModConfig, SelfModifyingTitans
-from lifelong.neural.streaming import StateBundle, map_tensors
 from lifelong.neural.pretrained import PretrainedMixin
+from lifelong.neural.streaming import StateBundle, map_tensors
 
 LMState = list[list[Any]]
 
