@@ -10,5 +10,13 @@ Two roads, measured on the same work:
 
 from lifelong.errors import LifelongError
 
-__version__ = "0.1.0"
-__all__ = ["LifelongError", "__version__"]
+__version__ = "0.2.0"
+__all__ = ["LifelongError", "Memory", "__version__"]
+
+
+def __getattr__(name: str):  # lifelong.Memory, without importing the context layer up front
+    if name == "Memory":
+        from lifelong.context.memory import Memory
+
+        return Memory
+    raise AttributeError(f"module 'lifelong' has no attribute {name!r}")

@@ -16,9 +16,11 @@ def cache_dir() -> Path:
     return path
 
 
-def data_dir() -> Path:
-    """User data (the default memory store and docs workspace). ``LIFELONG_HOME`` overrides."""
+def data_dir(*, create: bool = True) -> Path:
+    """User data (the default memory store and docs workspace). ``LIFELONG_HOME`` overrides.
+    ``create=False`` only names it (a command that reads creates nothing)."""
     root = os.environ.get("LIFELONG_HOME") or platformdirs.user_data_dir("lifelong")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

@@ -63,7 +63,8 @@ def test_notes_commands(cli, tmp_path):
     assert stats["tokens_used"] == llm.count_tokens(block)
     assert stats["budget_tokens"] == llm.context_window // 2  # the seed's default reserve
     assert stats["free_tokens"] == stats["budget_tokens"] - stats["tokens_used"]
-    assert stats["days_left"] == pytest.approx(stats["free_tokens"] / stats["growth_per_day"])
+    assert stats["days_left"] is None  # minutes of history: no extrapolation to a month
+    assert "not estimated yet" in cli("notes", "stats").stdout
     shown = json.loads(cli("notes", "show", "1", "--json").stdout)
     assert [e["kind"] for e in shown["history"]] == ["add", "duplicate"]
     assert (shown["note"]["session"], shown["note"]["task"]) == ("s1", "ship it")
@@ -130,7 +131,7 @@ def test_cli_against_postgres(cli, postgres_server):
 def test_errors_from_a_real_process_have_no_traceback(tmp_path):
     env = {**os.environ, "LIFELONG_HOME": str(tmp_path), "LIFELONG_STORE": f"sqlite:///{tmp_path / 's.db'}"}
     for args, expected in (
-        (["notes", "list", "-n", "nobody"], "unknown namespace 'nobody'"),
+        (["notes", "list", "-n", "nobody"], "no store at"),  # a read creates no store
         (["docs", "write", "/etc/passwd.md", "x"], "absolute path"),
         (["notes", "purge", "1"], "add --yes to confirm"),
     ):

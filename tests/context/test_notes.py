@@ -3,8 +3,6 @@ history, rendering, the token budget and usage statistics."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from lifelong.context import Notes, OverBudget, default_budget, render_notes, word_count
@@ -214,8 +212,10 @@ def test_stats_from_recorded_history(notes):
     # Sixty days later with a 30-day window: nothing was written in the window.
     late = notes.stats(now=t0 + 60 * 86400, window_days=30)
     assert late.growth_per_day == 0 and late.days_left is None
-    # Less than a day of history counts as one day.
-    assert notes.stats(now=time.time()).growth_per_day == pytest.approx(used / 1.0)
+    # Less than a day of history counts as one day, and days left are not extrapolated from it.
+    fresh = notes.stats(now=t0 + 120)
+    assert fresh.growth_per_day == pytest.approx(used / 1.0) and fresh.days_left is None
+    assert fresh.history_days == pytest.approx(120 / 86400)
 
 
 def test_export_agents_md(notes, tmp_path):

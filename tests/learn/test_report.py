@@ -77,6 +77,27 @@ def test_report_without_runs_is_a_clear_error(tmp_path):
         write_report([tmp_path / "missing"], tmp_path / "r")
 
 
+@pytest.mark.parametrize("columns", [80, 60])
+def test_the_summary_table_fits_the_terminal_and_never_cuts_a_label(runs, tmp_path, capsys, monkeypatch,
+                                                                   columns):
+    from lifelong.learn.report import TABLE_ROWS
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main(["learn", "report", str(runs / "a"), str(runs / "b"), "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    table = out.split("report:")[0]
+    assert max(len(line) for line in table.splitlines()) <= columns
+    assert "…" not in table  # nothing cut, not a label, not a value
+    for _, label, _ in TABLE_ROWS:
+        assert any(line.startswith(label + " ") for line in table.splitlines()), label
+    for name in strategy_names():  # every strategy heads a column, in some table
+        assert re.search(rf"\b{name}\b", table)
+    full = summarize(read_jsonl(runs / "b" / "full" / "sessions.jsonl"))
+    row = next(line for line in table.splitlines() if line.startswith("reward "))
+    assert f"{full['reward']:.3f}" in row or columns < 80
+
+
 def test_cli_report_prints_one_line_per_strategy(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["learn", "report", str(runs / "a"), str(runs / "b"), "--out", str(tmp_path / "r")])
@@ -113,3 +134,73 @@ def test_cli_eval_malformed_task_file_names_the_task(tmp_path, capsys):
         main(["learn", "eval", "--suite", str(path), "--out", str(tmp_path / "o")])
     err = " ".join(capsys.readouterr().err.split())
     assert "acme.jsonl:2 (task 't2'): 'answer' must be" in err
+
+
+def _legend_is_beside(fig, ax) -> bool:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+
+def test_plots_say_when_lines_coincide_show_every_bar_and_keep_legends_off_the_data(runs):
+    from lifelong.learn.report import (
+        _reader_scores,
+        draw_learning_curve,
+        draw_similar_dissimilar,
+        identical_groups,
+        plot_captions,
+    )
+    from lifelong.plots import new_figure
+
+    logs = {name: read_jsonl(path / "sessions.jsonl") for name, path in find_runs([runs / "a", runs / "b"]).items()}
+    summaries = [summarize(r) for r in logs.values()]
+    # Which strategies' curves coincide, computed here from the logs.
+    curves = {}
+    for name, records in logs.items():
+        seen, ys = [], []
+        for e, scores in sorted(_reader_scores(records).items()):
+            seen += scores
+            ys.append(sum(seen) / len(seen))
+        curves[name] = ys
+    together = [names for names, _ in identical_groups(curves) if len(names) > 1]
+    assert together, "the scripted runs have strategies that tie"
+    fig, ax = new_figure()
+    draw_learning_curve(ax, logs)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for names in together:
+        assert " = ".join(names) + " (identical)" in labels
+    assert len(labels) == len(identical_groups(curves))
+    assert "3 readers per episode" in ax.get_title() and _legend_is_beside(fig, ax)
+
+    fig, ax = new_figure()
+    draw_similar_dissimilar(ax, summaries, logs)
+    texts = [t.get_text() for t in ax.texts]
+    none = summaries[[s["strategy"] for s in summaries].index("none")]
+    assert none["similar"] == 0.0 and f"0.00\nn={none['n_similar']}" in texts  # a zero bar says so
+    zero_bar = next(p for p in ax.patches if p.get_height() == 0)
+    assert zero_bar.get_linewidth() > 0  # and is drawn (its outline)
+    assert texts.count("n/a\nn=0") == sum(1 for s in summaries if s["n_dissimilar"] == 0)
+    assert _legend_is_beside(fig, ax)
+    captions = plot_captions(summaries)
+    assert all("±1 standard error" in captions[k] for k in ("learning_curve", "similar_dissimilar"))
+
+
+def test_the_bench_plot_shows_n_chance_and_the_step():
+    from lifelong.bench.evaluate import chance_level, draw_accuracy
+    from lifelong.data.registry import get_task
+    from lifelong.plots import new_figure
+
+    mqar = get_task("mqar", vocab_size=64, num_kv_pairs=4)
+    assert chance_level(mqar) == 1 / 32  # the upper half of the vocabulary holds the values
+    report = {"lengths": [64, 128], "n": 4, "step": 200, "title": "tiny: mqar", "chance": {"mqar": 1 / 32},
+              "results": {"mqar": {"64": {"accuracy": 0.5, "scores": [1, 0, 1, 0]},
+                                   "128": {"accuracy": 0.25, "scores": [1, 0, 0, 0]}}}}
+    fig, ax = new_figure()
+    draw_accuracy(ax, report)
+    assert "n=4 per point" in ax.get_title() and "checkpoint step 200" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "mqar: chance 0.031" in labels and _legend_is_beside(fig, ax)
+    bars = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
+    segments = bars[0].lines[2][0].get_segments()
+    assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [round(2 * (1 / 3) ** 0.5 / 2, 6),
+                                                                      round(2 * 0.5 / 2, 6)]

@@ -68,7 +68,7 @@ def test_malformed_messages(local_llm):
     [
         ("bogus", ConfigError, "unknown model spec"),
         ("local?nonsense=1", ConfigError, "unknown option"),
-        ("local?ctx=big", ConfigError, "is not a int"),
+        ("local?ctx=big", ConfigError, "is not a whole number"),
         ("llamacpp:", ConfigError, "needs a path"),
         ("llamacpp:/nonexistent/model.gguf", ModelError, "not found"),
         ("openai:http://127.0.0.1:9/v1", ConfigError, "model name"),

@@ -20,7 +20,7 @@ from lifelong.context import Docs, Notes, open_store, render_notes, word_count
 NAMESPACE = "t"
 TOOLS = {"notes_view", "notes_list", "notes_add", "notes_edit", "notes_supersede", "notes_delete",
          "notes_history", "docs_tree", "docs_search", "docs_read", "docs_write", "docs_append",
-         "docs_str_replace"}
+         "docs_str_replace", "docs_insert", "docs_delete", "docs_rename"}
 Script = Callable[[ClientSession], Awaitable[None]]
 
 

@@ -188,3 +188,61 @@ def test_bad_config_and_empty_task():
         SessionConfig(note_ops=frozenset({"add", "rewrite"}))
     with pytest.raises(ValidationError):
         Session(ScriptedLLM([]), None, None).run("   ")
+
+
+def blue_task(**kw) -> Task:
+    return Task(prompt="A new member joins the Blue team. Which code word must they use?",
+                check=lambda a: 1.0 if "MARIGOLD" in a else 0.0, family="acme", id="blue-2", **kw)
+
+
+@pytest.mark.parametrize("parrot", [
+    "The staging server listens on port 9443.",  # the example, word for word
+    "The new member joins port 9443.",  # the README tour's note: the task's words, the example's fact
+    "EDIT 1: The Blue team listens on port 9443.",  # an edit is checked the same way
+])
+def test_reflection_never_stores_the_prompts_example(memory, parrot):
+    notes, docs = memory
+    notes.add("The Blue team's code word is MARIGOLD.")
+    before = notes.render()
+    steps = []
+    llm = ScriptedLLM(["MARIGOLD", parrot, "The member used MARIGOLD."])
+    out = Session(llm, notes, docs, SessionConfig(prefetch_docs=0), on_step=steps.append).run(blue_task())
+    assert out.score == 1.0 and out.notes_written == []
+    assert notes.render() == before
+    assert any("repeats the prompt's example" in w and "9443" in w for w in out.warnings), out.warnings
+    assert steps == ["attempt 1 of 1", "reflecting: a note", "reflecting: documentation"]
+    # The examples stand before the notes and the task, marked as examples.
+    reflection = llm.prompts[1]
+    assert reflection.index("only to show the format") < reflection.index("port 9443") \
+        < reflection.index("Your task.") < reflection.index("## Notes") < reflection.index("Task: A new member")
+
+
+def test_reflection_refuses_made_up_specifics_and_restatements(memory):
+    notes, docs = memory
+    first = notes.add("The Blue team's code word is MARIGOLD.").note
+    cfg = SessionConfig(use_docs=False)
+    # a code word the session never showed
+    out = Session(ScriptedLLM(["MARIGOLD", "The Red team's code word is TULIP."]), notes, None, cfg).run(blue_task())
+    assert out.notes_written == [] and "red, tulip appear(s) nowhere in the session" in out.warnings[0]
+    # the same fact in other words: the existing note is enough
+    out = Session(ScriptedLLM(["MARIGOLD", "The blue team uses the code word MARIGOLD."]), notes, None,
+                  cfg).run(blue_task())
+    assert out.notes_written == [] and out.warnings == [f"note not written: note {first.id} already says this"]
+    # grounded news is written; with ground_notes=False a specific the model knows is allowed
+    feedback = Task(prompt="Which channel does the Blue team use?", check=lambda a: float("#blue-ops" in a),
+                    feedback=lambda a, s: "Wrong: the Blue team talks in #blue-ops.", family="acme")
+    out = Session(ScriptedLLM(["#general", "The Blue team talks in #blue-ops."]), notes, None, cfg).run(feedback)
+    assert len(out.notes_written) == 1
+    loose = SessionConfig(use_docs=False, ground_notes=False)
+    out = Session(ScriptedLLM(["MARIGOLD", "New members get a badge from Tom."]), notes, None,
+                  loose).run(blue_task())
+    assert len(out.notes_written) == 1
+
+
+def test_the_documentation_entry_drops_what_it_copies_from_its_prompt(memory):
+    notes, docs = memory
+    copied = ("Task: A new member joins the Blue team. Which code word must they use? Answer given: "
+              "MARIGOLD Result: correct. Task: A new member joins the Blue team")
+    Session(ScriptedLLM(["MARIGOLD", "NONE", copied]), notes, docs, SessionConfig(prefetch_docs=0)).run(blue_task())
+    page = docs.read("acme.md").text
+    assert "Answer given" not in page and "- tried: MARIGOLD" in page

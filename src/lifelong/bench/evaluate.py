@@ -226,23 +226,63 @@ def write_report(
     return json_path, png_path
 
 
+def chance_level(task: SequenceTask) -> float | None:
+    """The accuracy of guessing uniformly among the task's answers, where the task
+    says what they are: MQAR's value tokens, BABILong's answer labels; else None."""
+    value_range = getattr(task, "value_range", None)
+    if value_range is not None:
+        return 1.0 / max(1, value_range[1] - value_range[0])
+    labels = getattr(task, "labels", None)
+    if labels:
+        return 1.0 / len(labels)
+    return None
+
+
 def plot_png(report: dict[str, Any]) -> bytes:
+    fig, ax = new_figure(figsize=(7.6, 4.0), dpi=120)
+    draw_accuracy(ax, report)
+    return png_bytes(fig)
+
+
+def draw_accuracy(ax: Any, report: dict[str, Any]) -> None:
+    """Accuracy by length, one line per task with ±1 standard error bars (n examples per
+    point), each task's chance level dashed in its colour; the legend beside the axes."""
     lengths = report["lengths"]
     xs = list(range(len(lengths)))
-    fig, ax = new_figure(figsize=(6.4, 4.0), dpi=120)
-    for name, by_len in report["results"].items():
-        ys = [by_len[str(x)]["accuracy"] for x in lengths]
-        ys = [float("nan") if y is None else y for y in ys]  # skipped lengths leave a gap
-        ax.plot(xs, ys, marker="o", label=name)
+    chance = report.get("chance") or {}
+    for i, (name, by_len) in enumerate(report["results"].items()):
+        ys, errs = [], []
+        for x in lengths:
+            r = by_len[str(x)]
+            acc = r.get("accuracy")
+            ys.append(float("nan") if acc is None else acc)  # skipped lengths leave a gap
+            scores = r.get("scores") or []
+            errs.append(_stderr(scores) if acc is not None else 0.0)
+        line = ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name, zorder=3)
+        level = chance.get(name)
+        if level is not None:
+            ax.axhline(level, linestyle="--", linewidth=1, color=line[0].get_color(), alpha=0.7,
+                       label=f"{name}: chance {level:.3f}")
     ax.set_xticks(xs, [format_length(x) for x in lengths])
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (±1 s.e.)")
     title = report.get("title") or "accuracy by length"
-    ax.set_title(title)
+    details = [f"n={report.get('n')} per point"]
+    if report.get("step") is not None:
+        details.append(f"checkpoint step {report['step']}")
+    ax.set_title(f"{title}\n({', '.join(details)})", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=max(1, math.ceil(len(report["results"]) / 8)))
-    return png_bytes(fig)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _stderr(scores: list[float]) -> float:
+    """Standard error of the mean of ``scores`` (0 for fewer than two)."""
+    n = len(scores)
+    if n < 2:
+        return 0.0
+    mean = sum(scores) / n
+    return math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1) / n)
 
 
 def tasks_for_model(

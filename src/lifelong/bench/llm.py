@@ -40,12 +40,15 @@ def _prompt(tag: int, target_tokens: int, count: Callable[[str], int]) -> str:
 
 
 def bench_llms(openers: list[Callable[[], LLM]], *, prompt_tokens: int = 512, decode_tokens: int = 128,
-               repeats: int = 3) -> list[LLMBenchResult]:
+               repeats: int = 3, progress: Callable[[str], None] | None = None) -> list[LLMBenchResult]:
     """Measure several backends in one run, interleaving their repeats so that
-    a change in the machine's load falls on all of them alike."""
+    a change in the machine's load falls on all of them alike. ``progress`` is
+    told each step ("loading model 1 of 2", "repeat 2 of 3: prefill", …)."""
+    say = progress or (lambda _what: None)
     models, loads = [], []
     try:
-        for open_model in openers:
+        for k, open_model in enumerate(openers, 1):
+            say(f"loading model {k} of {len(openers)}")
             t0 = time.perf_counter()
             llm = open_model()
             loads.append(getattr(llm, "load_s", None) or (time.perf_counter() - t0))
@@ -57,6 +60,8 @@ def bench_llms(openers: list[Callable[[], LLM]], *, prompt_tokens: int = 512, de
         n_decode = [0] * len(models)
         for r in range(repeats):
             for i, llm in enumerate(models):
+                say(f"repeat {r + 1} of {repeats}, {llm.name}: prefill {prompt_tokens} tokens, "
+                    f"decode {decode_tokens}")
                 p = _prompt(3 * r, prompt_tokens, llm.count_tokens)
                 one = llm.complete(p, max_tokens=1, seed=0)
                 prefill[i].append(one.prompt_tokens / one.latency_s)

@@ -89,7 +89,9 @@ def bench_run(
         report = ev.evaluate(
             net, tasks, lens, n, seed, device, progress=status.update, chunk=prefill_chunk or None
         )
-    report.update(model=str(model), suite=suite, title=f"{model.stem}: {suite}")
+    label = model.parent.name if model.name == "model" else model.stem  # OUT/model: the run's name
+    report.update(model=str(model), suite=suite, title=f"{label}: {suite}", step=meta.get("step"),
+                  chance={name: ev.chance_level(task) for name, task in tasks.items()})
     header, rows = ev.table_rows(report)
     table = Table(title=f"accuracy by length — {model.name} on {suite} (n={n}, seed={seed})")
     for h in header:
@@ -97,7 +99,7 @@ def bench_run(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    stem = f"{model.stem}-{suite.replace(',', '+')}"
+    stem = f"{label}-{suite.replace(',', '+')}"
     json_path, png_path = ev.write_report(report, out, stem)
     console.print(escape(f"wrote {json_path} and {png_path}"), highlight=False)
 
@@ -522,7 +524,11 @@ def bench_llm_cmd(
 
         path = str(default_model_path())
         openers.append(lambda: LlamaCppPythonLLM(path))
-    runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats)
+    from lifelong.cli.common import working
+
+    with working("bench llm") as step:
+        runs = bench_llms(openers, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, repeats=repeats,
+                          progress=step)
     table = Table(title="model backend throughput")
     for col in ("backend", "load s", "prefill tok/s", "decode tok/s", "prompt tok", "decoded tok"):
         table.add_column(col, justify="right" if col != "backend" else "left")

@@ -13,12 +13,14 @@ listing and rendering stay instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import sys
+import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,16 +32,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 MODEL_HELP = "Model spec: local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (default: $LIFELONG_MODEL or local)."
+MEMORY_MODEL_HELP = ("The model that does the work and whose tokenizer counts notes and pages: local, "
+                     "llamacpp:PATH, openai:URL#MODEL or hf:PATH (default: $LIFELONG_MODEL or local).")
 
 # -- the memory options ----------------------------------------------------------------------
 
 StoreOpt = Annotated[str | None, typer.Option("--store", envvar="LIFELONG_STORE", show_envvar=True,
-                                               help="Store URL: sqlite:///path.db or postgresql://… "
+                                               help="Store URL: sqlite:///path.db or postgresql://USER@HOST/DB "
                                                "(default: <data dir>/lifelong.db).")]
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", envvar="LIFELONG_NAMESPACE", show_envvar=True,
                                            help="Tenant/agent whose memory this is.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", envvar="LIFELONG_MODEL", show_envvar=True,
-                                              help=MODEL_HELP)]
+                                              help=MEMORY_MODEL_HELP)]
 NoteBudgetOpt = Annotated[int | None, typer.Option("--note-budget", "--budget", min=1,
                                                    help="Notes budget in tokens (default: the model's "
                                                    "context window − task reserve).")]
@@ -69,8 +73,10 @@ class MemoryArgs:
     session: str = ""
     task: str = ""
 
-    def open(self) -> Ctx:
-        return Ctx(self)
+    def open(self, *, create: bool = False) -> Ctx:
+        """The store (and lazily the model) for the command. Only commands that write
+        something new pass ``create=True``: the others never create a store."""
+        return Ctx(self, create=create)
 
 
 # option groups a command can ask for; the store and namespace always come
@@ -140,15 +146,43 @@ class LazyModel:
     called in-process), since loading is the slow part."""
 
     _loaded: dict[str | None, Any] = {}
+    _lock = threading.Lock()
 
     def __init__(self, spec: str | None) -> None:
         self.spec = spec or None
 
     @property
     def llm(self) -> Any:
+        with self._lock:  # one load, even when a background preload and a call meet
+            if self.spec not in self._loaded:
+                self._loaded[self.spec] = load_llm(self.spec)
+            return self._loaded[self.spec]
+
+    @property
+    def context_window(self) -> int:
+        """The model's context window; for a GGUF spec (``local``, ``llamacpp:``) read
+        from the spec, without loading the model."""
         if self.spec not in self._loaded:
-            self._loaded[self.spec] = load_llm(self.spec)
-        return self._loaded[self.spec]
+            import os
+
+            from lifelong.llm.spec import gguf_context_window
+
+            window = gguf_context_window(self.spec or os.environ.get("LIFELONG_MODEL") or "local")
+            if window is not None:
+                return window
+        return int(self.llm.context_window)
+
+    def preload(self) -> None:
+        """Start loading the model in a background thread (a server answers meanwhile).
+        A model that fails to load fails again, with its message, where it is used."""
+
+        def load() -> None:
+            try:
+                self.llm  # noqa: B018
+            except Exception:  # reported by the first call that needs the model
+                pass
+
+        threading.Thread(target=load, name="lifelong-model-load", daemon=True).start()
 
     def count_tokens(self, text: str) -> int:
         return int(self.llm.count_tokens(text))
@@ -157,24 +191,24 @@ class LazyModel:
 class Ctx:
     """The store (and, if asked, the model) of one command; closes the store after it."""
 
-    def __init__(self, args: MemoryArgs) -> None:
+    def __init__(self, args: MemoryArgs, *, create: bool = False) -> None:
         from lifelong.context import open_store
 
         self.args = args
-        self.store = open_store(args.store)
+        self.store = open_store(args.store, create=create)
         self.model = LazyModel(args.model)
 
     def notes(self, *, counting: bool, create: bool = False, budget: int | None = None):
         """The namespace's notes. ``counting``: count tokens with the model and
         enforce the budget (``budget`` overrides ``--note-budget``)."""
-        from lifelong.context import Notes, budget_for
+        from lifelong.context import Notes, default_budget
 
         a = self.args
         if not counting:
             return Notes(self.store, a.namespace, sys.maxsize, None, create=create)  # read-only
         budget = budget if budget is not None else a.note_budget
         if budget is None:
-            budget = budget_for(self.model.llm, a.task_reserve)
+            budget = default_budget(self.model.context_window, a.task_reserve)
         return Notes(self.store, a.namespace, budget, self.model.count_tokens, model=a.author,
                      create=create)
 
@@ -194,6 +228,31 @@ class Ctx:
 
 
 # -- small helpers ---------------------------------------------------------------------------
+
+
+def where_options(mem: MemoryArgs) -> str:
+    """The options that name this namespace and store, for a command printed as a hint,
+    so that it runs as shown (a store from $LIFELONG_STORE is left to the environment;
+    a password is never printed)."""
+    import os
+    import re
+    import shlex
+
+    parts = [f" -n {shlex.quote(mem.namespace)}"]
+    if mem.store and mem.store != os.environ.get("LIFELONG_STORE"):
+        shown = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", mem.store)
+        parts.append(f" --store {shlex.quote(shown)}")
+    return "".join(parts)
+
+
+@contextlib.contextmanager
+def working(what: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr while a long step runs (nothing when stderr is not a
+    terminal); yields a function that changes its text, e.g. a library's ``on_step``."""
+    from rich.markup import escape
+
+    with err_console.status(escape(what)) as status:
+        yield lambda text: status.update(escape(f"{what}: {text}"))
 
 
 def when(ts: float) -> str:

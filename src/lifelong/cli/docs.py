@@ -21,6 +21,7 @@ from lifelong.cli.common import (
     print_json,
     text_arg,
     when,
+    where_options,
 )
 
 docs_app = typer.Typer(help="Documentation: Markdown files a model reads on demand.", no_args_is_help=True)
@@ -99,7 +100,7 @@ def docs_write(
 ) -> None:
     """Create or overwrite a document."""
     body = text_arg(text, file)
-    with mem.open() as c:
+    with mem.open(create=True) as c:
         info = c.docs(create=True).write(
             path, body, description=description, tags=tag or None, session=mem.session, task=mem.task)
     console.print(escape(f"wrote {info.path} ({info.size} bytes)"), highlight=False)
@@ -164,6 +165,46 @@ def docs_restore(
     with mem.open() as c:
         info = c.docs().restore(path, version)
     console.print(escape(f"restored {info.path} to version {version}"), highlight=False)
+
+
+@docs_app.command("insert")
+@memory_options("workspace", "provenance")
+def docs_insert(
+    path: Annotated[str, typer.Argument(help="Document path.")],
+    line: Annotated[int, typer.Argument(help="Insert after this line of the file as `docs read` "
+                                        "prints it (0: before the first).")],
+    text: Annotated[str | None, typer.Argument(help="Text to insert (default: --file or stdin).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the text from this file.")] = None,
+    *, mem: MemoryArgs,
+) -> None:
+    """Insert text after a line of a document."""
+    body = text_arg(text, file)
+    with mem.open() as c:
+        info = c.docs().insert(path, line, body, session=mem.session, task=mem.task)
+    console.print(escape(f"inserted into {info.path} after line {line}"), highlight=False)
+
+
+@docs_app.command("delete")
+@memory_options("workspace", "provenance")
+def docs_delete(path: Annotated[str, typer.Argument(help="Document path.")], *, mem: MemoryArgs) -> None:
+    """Delete a document (its content stays in history: `docs restore` brings it back)."""
+    with mem.open() as c:
+        info = c.docs().delete(path, session=mem.session, task=mem.task)
+    console.print(escape(f"deleted {info.path} (see: lifelong docs history {info.path}"
+                         f"{where_options(mem)})"), highlight=False)
+
+
+@docs_app.command("rename")
+@memory_options("workspace", "provenance")
+def docs_rename(
+    old: Annotated[str, typer.Argument(help="Document path.")],
+    new: Annotated[str, typer.Argument(help="New path (must be free).")],
+    *, mem: MemoryArgs,
+) -> None:
+    """Move a document to another path."""
+    with mem.open() as c:
+        info = c.docs().rename(old, new, session=mem.session, task=mem.task)
+    console.print(escape(f"renamed {old} to {info.path}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,8 @@ learn_app = typer.Typer(help="The memory-learning protocol: do written memories 
 @learn_app.command("eval")
 def eval_cmd(
     suite: str = typer.Option("onboarding", help="built-in suite name or a path to a .jsonl task file"),
-    model: str = typer.Option("local", help="model spec: local, llamacpp:PATH, openai:URL#MODEL, hf:PATH"),
+    model: str = typer.Option("local", "--model", "-m", envvar="LIFELONG_MODEL", show_envvar=True,
+                              help="model spec: local, llamacpp:PATH, openai:URL#MODEL, hf:PATH"),
     strategy: str = typer.Option("all", help="none, transcript, add-only, notes, full, or all"),
     episodes: int = typer.Option(20, min=1, help="sequential episodes on one memory"),
     readers: int = typer.Option(4, min=1, help="reader sessions per episode"),
@@ -42,8 +43,8 @@ def eval_cmd(
 ) -> None:
     """Run the protocol; print a summary table, write plots and report.html into OUT.
 
-    The last line is ``reward=… similar=… dissimilar=… note_tokens=…``; with
-    ``--strategy all`` there is one such line per strategy, prefixed ``NAME: ``.
+    The last line is "reward=… similar=… dissimilar=… note_tokens=…"; with
+    --strategy all there is one such line per strategy, prefixed "NAME: ".
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -80,7 +81,7 @@ def eval_cmd(
     finally:
         llm.close()
     report = write_report([out], out)
-    console.print(summary_table(summaries))
+    console.print(summary_table(summaries, width=console.width))
     console.print(escape(f"report: {report['html']}"), highlight=False)
     if len(summaries) == 1:
         print(final_line(summaries[0]))
@@ -101,7 +102,7 @@ def report_cmd(
 
     report = write_report(folders, out)
     console = Console()
-    console.print(summary_table(report["summaries"]))
+    console.print(summary_table(report["summaries"], width=console.width))
     console.print(escape(f"report: {report['html']}"), highlight=False)
     for s in report["summaries"]:
         print(f"{s['strategy']}: {final_line(s)}")

@@ -31,8 +31,9 @@ def complete_cmd(
     finally:
         llm.close()
     console.print(c.text, markup=False, highlight=False)
-    console.print(f"[dim]{c.prompt_tokens} prompt + {c.completion_tokens} completion tokens, "
-                  f"{c.finish_reason}, {c.latency_s:.2f} s[/]")
+    # The statistics go to stderr: `lifelong llm complete … > out.txt` captures the text only.
+    Console(stderr=True).print(f"[dim]{c.prompt_tokens} prompt + {c.completion_tokens} completion "
+                               f"tokens, {c.finish_reason}, {c.latency_s:.2f} s[/]")
 
 
 @llm_app.command("tokens")

@@ -22,15 +22,33 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help (click's): reads at 80 columns, no column of types beside every option.
+    rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from lifelong import __version__
+
+        print(f"lifelong {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Continual learning for language models: context memory and weight memory."""
 
 
 def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
-    from lifelong.cli import demo, docs, learn, llm, mcp, notes, run, train
+    from lifelong.cli import demo, docs, learn, llm, mcp, notes, proxy, run, train
     from lifelong.cli.bench import bench_app
 
-    for area in (llm, demo, run, notes, docs, mcp, learn, train):
+    for area in (llm, demo, run, notes, docs, mcp, proxy, learn, train):
         area.register(app)
     app.add_typer(bench_app, name="bench")
 

@@ -19,6 +19,7 @@ from lifelong.cli.common import (
     memory_options,
     print_json,
     when,
+    where_options,
 )
 
 notes_app = typer.Typer(help="Notes: short memories every future instance sees in its context.",
@@ -33,7 +34,7 @@ def notes_add(
     *, mem: MemoryArgs,
 ) -> None:
     """Add a note (an exact or near duplicate of an active note is not added twice)."""
-    with mem.open() as c:
+    with mem.open(create=True) as c:
         notes = c.notes(counting=True, create=True)
         r = notes.add(text, tags=tag, session=mem.session, task=mem.task)
         if r.created:
@@ -84,7 +85,8 @@ def notes_delete(
     with mem.open() as c:
         c.notes(counting=True, budget=sys.maxsize).delete(
             note_id, reason=reason, session=mem.session, task=mem.task)
-        console.print(f"deleted note {note_id} (restore with `lifelong notes restore {note_id}`)")
+        console.print(escape(f"deleted note {note_id} (restore it with: lifelong notes restore {note_id}"
+                             f"{where_options(mem)})"), highlight=False)
 
 
 @notes_app.command("restore")
@@ -193,25 +195,50 @@ def notes_stats(
     if as_json:
         print_json(asdict(s))
         return
+    from lifelong.context.notes import MIN_HISTORY_DAYS
+
     pct = 100 * s.tokens_used / s.budget_tokens
-    console.print(f"namespace      {s.namespace}\nactive notes   {s.active_notes}\n"
+    if s.days_left is not None:
+        left = f"{s.days_left:.1f}"
+    elif s.history_days < MIN_HISTORY_DAYS:
+        left = f"not estimated yet ({_span(s.history_days)} of history; needs a day)"
+    else:
+        left = "∞ (not growing)"
+    console.print(f"namespace      {escape(s.namespace)}\nactive notes   {s.active_notes}\n"
                   f"tokens used    {s.tokens_used} of {s.budget_tokens} ({pct:.1f} %)\n"
                   f"free           {s.free_tokens}\n"
                   f"growth         {s.growth_per_day:.1f} tokens/day (over {s.window_days:.1f} days)\n"
-                  f"days left      " + (f"{s.days_left:.1f}" if s.days_left is not None else "∞ (not growing)"),
-                  highlight=False)
+                  f"days left      {left}", highlight=False)
+
+
+def _span(days: float) -> str:
+    minutes = days * 1440
+    return f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
 @notes_app.command("export")
 @memory_options()
 def notes_export(
-    agents_md: Annotated[Path, typer.Option("--agents-md", help="Write the notes block as this AGENTS.md file.")],
+    agents_md: Annotated[Path | None, typer.Option("--agents-md", help="Write the notes into this AGENTS.md "
+                                                   "file (a marked section; the rest is kept).")] = None,
+    claude_md: Annotated[Path | None, typer.Option("--claude-md", help="The same for a CLAUDE.md file.")] = None,
     *, mem: MemoryArgs,
 ) -> None:
-    """Export the notes block (as an AGENTS.md file any coding agent reads)."""
+    """Export the notes block into the files coding agents read (AGENTS.md, CLAUDE.md).
+
+    The notes go in a section between marker comments: what a person wrote in the
+    file is kept, and exporting again replaces only that section.
+    """
+    from lifelong.errors import ValidationError
+
+    targets = [p for p in (agents_md, claude_md) if p is not None]
+    if not targets:
+        raise ValidationError("nothing to export to", hint="give --agents-md AGENTS.md and/or --claude-md CLAUDE.md")
     with mem.open() as c:
-        path = c.notes(counting=False).export_agents_md(agents_md)
-    console.print(escape(f"wrote {path}"), highlight=False)
+        notes = c.notes(counting=False)
+        for target in targets:
+            path = notes.export_agents_md(target)
+            console.print(escape(f"wrote the notes of {mem.namespace} into {path}"), highlight=False)
 
 
 @notes_app.command("namespaces")

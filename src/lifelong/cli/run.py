@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from lifelong.cli.common import MemoryArgs, console, memory_options
+from lifelong.cli.common import MemoryArgs, console, memory_options, where_options, working
 
 
 @memory_options("model", "budget", "workspace")
@@ -33,14 +34,15 @@ def run_cmd(
         check = lambda answer: 1.0 if want in answer.lower() else 0.0  # noqa: E731
     said = (lambda answer, score: feedback) if feedback else None
     t = Task(prompt=task, check=check, feedback=said, max_attempts=attempts, family=mem.namespace, id="cli")
-    with mem.open() as ctx:
+    with mem.open(create=True) as ctx, working("running the task") as step:
+        step("loading the model")
         llm = ctx.model.llm
         mem.author = llm.name
         notes = ctx.notes(counting=True, create=True)
         docs = ctx.docs(create=True)
         cfg = SessionConfig(protocol=protocol, reflect=reflect,
                             transcript_dir=transcripts or data_dir() / "transcripts")
-        out = Session(llm, notes, docs, cfg).run(t)
+        out = Session(llm, notes, docs, cfg, on_step=step).run(t)
     console.print(f"[bold]answer:[/] {escape(out.answer)}")
     if out.score is not None:
         console.print(f"[bold]score:[/] {out.score:g} after {out.attempts} attempt(s)")
@@ -58,26 +60,54 @@ def run_cmd(
 
 @memory_options("model", "budget", "workspace")
 def consolidate_cmd(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan as a diff; change nothing.")] = False,
     no_model: Annotated[bool, typer.Option("--no-model", help="Only merge near-duplicate notes.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply a plan that supersedes or drops notes "
+                                      "without asking (for scripts).")] = False,
     *, mem: MemoryArgs,
 ) -> None:
-    """Rewrite the notes smaller with a model (possibly a newer one inheriting them)."""
-    from lifelong.context.consolidate import consolidate
+    """Rewrite the notes smaller with a model (possibly a newer one inheriting them).
+
+    The plan is checked (no fact lost, no duplicate, nothing copied from the
+    prompt's example) and shown as a diff; a plan that supersedes or drops
+    notes is applied only when confirmed (or with --yes). Every replaced note
+    stays in history: `lifelong notes restore ID` brings one back.
+    """
+    from lifelong.context.consolidate import apply, propose
+    from lifelong.errors import ValidationError
 
     with mem.open() as ctx:
-        llm = ctx.model.llm
-        mem.author = llm.name
-        notes = ctx.notes(counting=True)
-        docs = ctx.docs()
-        r = consolidate(None if no_model else llm, notes, docs, dry_run=dry_run)
-    console.print(("[green]applied:[/] " if r.applied else "[yellow]not applied:[/] ") + escape(r.reason))
-    for ids, text in r.plan.merges:
-        console.print(f"  {ids} → {escape(text)}")
-    for nid in r.plan.drops:
-        console.print(f"  drop [{nid}]")
-    for path, text in r.plan.docs:
-        console.print(f"  doc {escape(path)}: {escape(text)}")
+        ctx.store.require_namespace(mem.namespace)  # an unknown one fails before the model loads
+        with working("consolidating") as step:
+            step("loading the model")
+            llm = ctx.model.llm
+            mem.author = llm.name
+            notes = ctx.notes(counting=True)
+            docs = ctx.docs()
+            r = propose(None if no_model else llm, notes, on_step=step)
+        for line in r.diff():
+            style = {"+": "green", "-": "red"}.get(line[:1], "")
+            console.print(escape(line), style=style, markup=False, highlight=False)
+        for line, why in r.plan.refused:
+            console.print(f"[yellow]left out:[/] {escape(line)} [dim]({escape(why)})[/]", highlight=False)
+        if r.plan.empty() or dry_run:
+            head = "[yellow]not applied:[/] " if r.plan.empty() else "[yellow]dry run, not applied:[/] "
+            console.print(head + escape(r.reason), highlight=False)
+            console.print(f"tokens_before={r.tokens_before} tokens_after={r.tokens_after}")
+            return
+        if r.plan.destructive and not yes:
+            if not sys.stdin.isatty():
+                raise ValidationError("this plan supersedes or drops notes; not applied without confirmation",
+                                      hint="add --yes to apply it, or --dry-run to only look at it")
+            if not typer.confirm("Apply this plan?", default=False, err=True):
+                console.print("[yellow]not applied:[/] declined; nothing changed")
+                return
+        apply(r, notes, docs)
+    console.print("[green]applied:[/] " + escape(r.reason), highlight=False)
+    if r.superseded or r.dropped:
+        gone = " ".join(map(str, sorted(r.superseded + r.dropped)))
+        console.print(escape(f"replaced notes stay in history: lifelong notes show ID, "
+                             f"lifelong notes restore ID{where_options(mem)} (ids {gone})"), highlight=False)
     console.print(f"tokens_before={r.tokens_before} tokens_after={r.tokens_after}")
 
 

@@ -43,6 +43,7 @@ def train_command(
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     main = os.environ.get("RANK", "0") == "0"
+    _build_native_loop(cfg)  # before the bar: a first build takes a minute and must say so
     bar = StepBar(cfg.name) if progress and main else None
     try:
         result = train(cfg, until_step=stop_at, resume=resume, on_step=bar.update if bar else None)
@@ -62,6 +63,26 @@ def train_command(
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
+
+
+MEMORY_KINDS = ("lmm", "mac", "mag", "mal")  # the model kinds with a neural memory
+
+
+def _build_native_loop(cfg) -> None:  # noqa: ANN001
+    """Compile the neural memory's CPU loop now, under a spinner that says so, if this run
+    needs it and it is not built yet (else the first step would sit at 0:00:00 for a minute)."""
+    import torch
+
+    device = cfg.train.device
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if cfg.model.kind not in MEMORY_KINDS or not on_cpu:
+        return
+    from lifelong.cli.common import working
+    from lifelong.neural.memory import native
+
+    if native.needs_build():
+        with working("compiling the neural memory's native CPU loop (once per machine, about a minute)"):
+            native.load()
 
 
 class StepBar:

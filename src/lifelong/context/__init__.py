@@ -3,6 +3,8 @@
 - :class:`Notes` — short memories of one namespace, with a token budget.
 - :class:`Docs` — Markdown documents on disk with a search index.
 - :func:`open_store` — SQLite (default) or PostgreSQL storage for both.
+- :class:`Memory` — mem0's verbs (add, search, get_all, update, delete) on notes,
+  scoped per user, agent and run.
 """
 
 from lifelong.context.docs import (
@@ -13,6 +15,7 @@ from lifelong.context.docs import (
     default_docs_root,
     parse_document,
 )
+from lifelong.context.memory import Memory, scope_namespace
 from lifelong.context.notes import (
     AddResult,
     Note,
@@ -32,6 +35,7 @@ __all__ = [
     "DocInfo",
     "DocVersion",
     "Docs",
+    "Memory",
     "Note",
     "NoteChange",
     "Notes",
@@ -48,5 +52,6 @@ __all__ = [
     "open_store",
     "parse_document",
     "render_notes",
+    "scope_namespace",
     "word_count",
 ]

@@ -7,9 +7,10 @@ them, refreshed whenever a file's size, mtime or hash changes, so edits made
 by hand are picked up.
 
 Tools, with few sharp verbs: ``tree``, ``search``, ``read`` (a page of at most
-N tokens from an offset), ``write``, ``append``, ``str_replace``. Nothing is
-lost: every change keeps the content it replaced in the store (``history``,
-``restore``). Every path is
+N tokens from an offset), ``write``, ``append``, ``str_replace``, ``insert``
+(at a line), ``delete`` and ``rename`` — the verbs of Claude's memory tool,
+which :mod:`lifelong.context.memory_tool` speaks. Nothing is lost: every
+change keeps the content it replaced in the store (``history``, ``restore``). Every path is
 confined to the namespace's folder: ``..``, absolute paths and symlinks that
 leave it are refused.
 """
@@ -206,6 +207,16 @@ def compose_document(meta: dict, body: str) -> str:
     meta = {k: meta[k] for k in known if k in meta} | {k: v for k, v in meta.items() if k not in known}
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100)
     return f"{_FRONT}{header}---\n\n{body}"
+
+
+def _front_matter_lines(text: str) -> int:
+    """How many lines the front matter takes, closing '---' included (0: none)."""
+    if not text.startswith(_FRONT):
+        return 0
+    end = text.find("\n---\n", len(_FRONT) - 1)
+    if end < 0:
+        return 0
+    return text[:end + 5].count("\n")
 
 
 def _default_description(body: str) -> str:
@@ -466,6 +477,99 @@ class Docs:
 
         exact = None if version.is_text() else version.data
         return self._change(rel, change, session, task, model, create=True, op="restore", exact=exact)
+
+    # -- the rest of the memory tool's verbs: insert at a line, delete, rename -----
+    def insert(self, path: str, line: int, text: str, *, session: str = "", task: str = "",
+               model: str | None = None) -> DocInfo:
+        """Insert ``text`` after line ``line`` of the file as it is on disk (0: before
+        the first line), the numbering ``read`` and ``view`` show, front matter
+        included; text cannot go inside the front matter."""
+        if not text:
+            raise ValidationError("nothing to insert")
+        check_storable(text, "the text to insert")
+        if not isinstance(line, int) or isinstance(line, bool) or line < 0:
+            raise ValidationError(f"line must be a whole number ≥ 0, got {line!r}",
+                                  hint="0 inserts before the first line")
+
+        def change(meta: dict | None, _body: str | None, current: str) -> tuple[dict, str]:
+            lines = current.splitlines(keepends=True)
+            if line > len(lines):
+                raise ValidationError(f"{path} has {len(lines)} lines; cannot insert after line {line}",
+                                      hint=f"give a line from 0 to {len(lines)}")
+            header = _front_matter_lines(current)
+            if 0 < header and line < header:
+                raise ValidationError(f"line {line} is inside the front matter (lines 1-{header})",
+                                      hint=f"insert after line {header} to put text at the top of the body")
+            piece = text if text.endswith("\n") else text + "\n"
+            if line and not lines[line - 1].endswith("\n"):
+                piece = "\n" + piece
+            return parse_document("".join(lines[:line]) + piece + "".join(lines[line:]))
+
+        return self._change(path, change, session, task, model, create=False, op="insert")
+
+    def delete(self, path: str, *, session: str = "", task: str = "", model: str | None = None) -> DocInfo:
+        """Remove a document. Its last content is kept as a version (``history``), byte
+        for byte, so ``restore(path, version)`` brings it back."""
+        rel, real = self.resolve(path)
+        self.store.require_namespace(self.namespace)
+        author = self.model if model is None else model
+        with self._locked():
+            if not real.is_file():
+                raise NotFoundError(f"no document {rel!r} in namespace {self.namespace!r}",
+                                    hint="list the documents (docs tree)")
+            data = self._load(rel, real)
+            text = data.decode("utf-8", errors="replace")
+            info = self._info(rel, text, len(data))
+            with self.store.session(self.namespace, write=True) as tx:
+                tx.doc_version_insert(DocVersion(0, rel, time.time(), "delete", text, author, session, task,
+                                                 data=data))
+            try:
+                real.unlink()
+            except OSError as exc:
+                raise StoreError(f"cannot delete {rel!r}: {exc.strerror or exc}",
+                                 hint="check the workspace's permissions") from None
+            with self.store.session(self.namespace, write=True) as tx:
+                tx.doc_delete(rel)
+        return info
+
+    def rename(self, old: str, new: str, *, session: str = "", task: str = "",
+               model: str | None = None) -> DocInfo:
+        """Move a document to another path (which must be free). The old path keeps
+        the content in its history (change ``rename``); the file moves byte for byte."""
+        old_rel, old_real = self.resolve(old)
+        new_rel, new_real = self.resolve(new)
+        self.store.require_namespace(self.namespace)
+        author = self.model if model is None else model
+        with self._locked():
+            if not old_real.is_file():
+                raise NotFoundError(f"no document {old_rel!r} in namespace {self.namespace!r}",
+                                    hint="list the documents (docs tree)")
+            if new_real.exists():
+                raise ValidationError(f"{new_rel!r} already exists",
+                                      hint="choose a free path, or delete that document first")
+            self._check_writable(new_rel, new_real)
+            data = self._load(old_rel, old_real)
+            text = data.decode("utf-8", errors="replace")
+            with self.store.session(self.namespace, write=True) as tx:
+                tx.doc_version_insert(DocVersion(0, old_rel, time.time(), "rename", text, author,
+                                                 session, task, data=data))
+            try:
+                atomic_write_bytes(new_real, data)
+                old_real.unlink()
+                st = new_real.stat()
+            except OSError as exc:
+                raise StoreError(f"cannot move {old_rel!r} to {new_rel!r}: {exc.strerror or exc}",
+                                 hint="check the workspace's permissions and free space") from None
+            row = self._row(new_rel, text, hashlib.sha256(data).hexdigest())
+            row.mtime_ns, row.size = st.st_mtime_ns, st.st_size
+            with self.store.session(self.namespace, write=True) as tx:
+                tx.doc_delete(old_rel)
+                tx.doc_upsert(row)
+        return DocInfo(new_rel, row.description, tuple(row.tags), row.size, row.error)
+
+    def _info(self, rel: str, text: str, size: int) -> DocInfo:
+        row = self._row(rel, text, "")
+        return DocInfo(rel, row.description, tuple(row.tags), size, row.error)
 
     # -- index ---------------------------------------------------------------
     def sync(self) -> int:

@@ -33,13 +33,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lifelong.atomic import atomic_write_text
 from lifelong.context.docs import page_end
+from lifelong.context.grounding import content_words, key_terms, leaked, ungrounded
 from lifelong.context.notes import ALL_NOTE_OPS
 from lifelong.context.store.base import MAX_ID as MAX_NOTE_ID
 from lifelong.context.tags import is_tag
@@ -62,14 +63,24 @@ You have finished a task. Write one short note for a fresh instance that will do
 a fact or rule it would not know, in one line. To correct an existing note write \
 "EDIT <id>: <new text>"; to remove a wrong one write "DELETE <id>". Write NONE if nothing is new."""
 
-# One worked example in another domain: a small base model learns the format
-# from it (and copies the lesson's shape, not its content).
-REFLECTION_EXAMPLE = """\
+# Worked examples in other domains, shown before the notes and the task and
+# marked as examples: a small base model learns the format from them. Each is
+# about something no task of a user is about, so that a note repeating one is
+# recognised as a copy (``grounding.leaked``) and never stored. The second
+# teaches NONE after a correct answer that taught nothing new.
+REFLECTION_EXAMPLES = (
+    """\
 Task: Which port does the staging server listen on?
 Answer given: 8080
 Result: wrong. Feedback: staging listens on port 9443, not 8080.
-Note: The staging server listens on port 9443."""
-
+Note: The staging server listens on port 9443.""",
+    """\
+Task: Who approves holiday requests?
+Answer given: the team lead
+Result: correct.
+Note: NONE""",
+)
+REFLECTION_EXAMPLE = REFLECTION_EXAMPLES[0]  # the name earlier releases exported
 
 @dataclass
 class SessionConfig:
@@ -93,6 +104,9 @@ class SessionConfig:
     compact_at: float = 0.8  # compact when the prompt passes this share of the window
     reflection_max_tokens: int = 48
     doc_max_tokens: int = 160
+    # Refuse a reflected note whose specifics (numbers, names, identifiers) appear
+    # nowhere in what the session saw: a small model otherwise invents them.
+    ground_notes: bool = True
     transcript_dir: Path | None = None  # where transcripts are stored (None: not stored)
 
     def __post_init__(self) -> None:
@@ -150,12 +164,20 @@ class Session:
     """Run tasks with a model, its notes and its documentation."""
 
     def __init__(self, llm: LLM, notes: Any | None = None, docs: Any | None = None,
-                 config: SessionConfig | None = None) -> None:
+                 config: SessionConfig | None = None, *,
+                 on_step: Callable[[str], None] | None = None) -> None:
         self.llm = llm
         self.notes = notes
         self.config = config or SessionConfig()
         self.docs = docs if self.config.use_docs else None
         self._bugs: list[str] = []  # unexpected errors met on the way (run() starts afresh)
+        # Told what the session is doing ("attempt 1", "READ x.md", "reflecting: note"): a
+        # command line shows it beside a spinner; the library itself prints nothing.
+        self.on_step = on_step
+
+    def _step(self, what: str) -> None:
+        if self.on_step is not None:
+            self.on_step(what)
 
     # -- public ----------------------------------------------------------------
     def run(self, task: Task | str) -> Outcome:
@@ -184,6 +206,40 @@ class Session:
         outcome.context_tokens = self._budget.context
         outcome.tool_calls = self._tool_calls
         outcome.compactions = self._compactions
+        outcome.latency_s = time.perf_counter() - t0
+        self._store_transcript(task, outcome)
+        return outcome
+
+    def reflect_on(self, messages: Sequence[Message], *, task_id: str = "conversation",
+                   family: str | None = None) -> Outcome:
+        """Reflect on a conversation held elsewhere (a chat through the memory proxy,
+        messages given to ``Memory.add``): the user's turns are the task, the last
+        assistant turn the answer; nothing is scored. Writes what :meth:`run`'s
+        reflection writes (a note, a documentation entry), with the same checks:
+        a note must come from the conversation, not from the prompt's example."""
+        turns = [{"role": m.get("role"), "content": _text_of(m.get("content"))} for m in messages
+                 if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+        turns = [t for t in turns if t["content"].strip()]
+        users = [t["content"] for t in turns if t["role"] == "user"]
+        if not users:
+            raise ValidationError("a conversation to reflect on needs at least one user turn")
+        answer = next((t["content"] for t in reversed(turns) if t["role"] == "assistant"), "")
+        ns = getattr(self.notes, "namespace", None) or getattr(self.docs, "namespace", None)
+        task = Task(prompt=" / ".join(" ".join(u.split()) for u in users), family=family or ns, id=task_id)
+        sid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        self._budget = _Budget()
+        self._tool_calls = self._compactions = 0
+        self._bugs = []
+        outcome = Outcome(session_id=sid, task_id=task_id, answer=answer, score=None, attempts=0,
+                          transcript=turns)
+        try:
+            self._reflect(task, outcome)
+        except ContextOverflowError as exc:
+            outcome.error = f"context overflow: {exc.message}"
+        outcome.warnings += [f"bug: {b}" for b in self._bugs]
+        outcome.prompt_tokens, outcome.completion_tokens = self._budget.prompt, self._budget.completion
+        outcome.context_tokens = self._budget.context
         outcome.latency_s = time.perf_counter() - t0
         self._store_transcript(task, outcome)
         return outcome
@@ -234,6 +290,7 @@ class Session:
         attempts = max(1, int(task.max_attempts))
         for attempt in range(1, attempts + 1):
             outcome.attempts = attempt
+            self._step(f"attempt {attempt} of {attempts}")
             if self.config.protocol == "tools":
                 answer = self._attempt_tools(task, steps, outcome.transcript)
             else:
@@ -276,6 +333,7 @@ class Session:
             offset: object = 0
             if verb == "READ" and re.fullmatch(r".+\s\d+", arg):
                 arg, _, offset = arg.rpartition(" ")
+            self._step(f"{verb} {arg}")
             result = self._run_tool(task, verb, arg, offset)
             self._tool_calls += 1
             transcript.append({"role": "tool", "content": result})
@@ -378,10 +436,14 @@ class Session:
         sid = outcome.session_id
         result = _result_line(outcome)
         if self.notes is not None and self.config.note_ops:
-            lines = [self.notes.render().strip(), REFLECTION_INSTRUCTIONS, "", REFLECTION_EXAMPLE, "",
-                     f"Task: {_one_line(task.prompt)}", f"Answer given: {outcome.answer or '(none)'}",
+            self._step("reflecting: a note")
+            examples = "\n\n".join(REFLECTION_EXAMPLES)
+            lines = [REFLECTION_INSTRUCTIONS, "", "Examples from other tasks, only to show the format:", "",
+                     examples, "", "Your task.", self.notes.render().strip() or None,
+                     f"Task: {_one_line(task.prompt, 400)}",
+                     f"Answer given: {_one_line(outcome.answer, 400) or '(none)'}",
                      f"Result: {result}", "Note:"]
-            prompt = "\n".join(x for x in lines if x is not None)
+            prompt = "\n".join(x for x in lines if x is not None)  # "" is a blank line
             c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
             written = c.text.strip()
             outcome.transcript.append({"role": "reflection", "content": written})
@@ -393,13 +455,14 @@ class Session:
             if note_id is not None:
                 outcome.notes_written.append(note_id)
         if self.docs is not None:
+            self._step("reflecting: documentation")
             prompt = "\n".join([
                 "Write a documentation entry about the task below for future readers: what was asked, "
                 "what was tried, what worked or failed, and the facts learnt. Use full sentences.", "",
                 f"Task: {_one_line(task.prompt, 400)}", f"Answer given: {outcome.answer or '(none)'}",
                 f"Result: {result}", "", "Documentation:"])
             c = self._complete(prompt, max_tokens=self.config.doc_max_tokens, stop=["\n\n\n"])
-            entry = _without_repeats(c.text.strip())
+            entry = _without_repeats(_without_prompt_fields(c.text.strip()))
             outcome.transcript.append({"role": "reflection", "content": entry})
             try:
                 path = self._write_doc(task, outcome, entry)
@@ -412,8 +475,50 @@ class Session:
             if path:
                 outcome.docs_written.append(path)
 
+    def _seen(self, task: Task, outcome: Outcome) -> list[str]:
+        """Everything the session showed the model: what a note may state."""
+        seen = [task.prompt, outcome.answer, *outcome.feedback, self.config.preamble or ""]
+        seen += [str(m.get("content") or "") for m in outcome.transcript if m.get("role") != "reflection"]
+        if self.notes is not None:
+            seen.append(self.notes.render())
+        if self.docs is not None:
+            seen.append(self.docs.tree_text())
+            seen += [text for _, text in self._prefetch(task)]
+        return seen
+
+    def _refusal(self, text: str, task: Task, outcome: Outcome) -> str | None:
+        """Why a reflected note must not be stored, or None. The note must not repeat
+        the prompt's examples, and (``ground_notes``) its specifics must come from the session."""
+        seen = self._seen(task, outcome)
+        copied = leaked(text, "\n".join(REFLECTION_EXAMPLES), seen)
+        if copied:
+            return f"it repeats the prompt's example ({', '.join(sorted(copied))}), not the task"
+        if self.config.ground_notes:
+            made_up = ungrounded(text, seen)
+            if made_up:
+                return f"{', '.join(sorted(made_up))} appear(s) nowhere in the session"
+        return None
+
+    def _check_storable(self, text: str) -> None:
+        """Whether the text can be a note at all (the store's own checks) comes first:
+        its message then says what is wrong with it, before whether it should be one."""
+        check = getattr(self.notes, "check_text", None)
+        if check is not None:
+            check(text)
+
+    def _already_noted(self, text: str) -> int | None:
+        """The id of an active note that already states ``text``'s facts in mostly the
+        same words (a restatement the duplicate check's 0.8 threshold lets through)."""
+        keys, words = key_terms(text), content_words(text)
+        for note in self.notes.list():
+            theirs = content_words(note.text) | key_terms(note.text)
+            if keys <= theirs and words and len(words & theirs) >= 0.6 * len(words):
+                return note.id
+        return None
+
     def _apply_note(self, written: str, task: Task, sid: str, outcome: Outcome) -> int | None:
-        """Carry out what reflection wrote: a new note, an edit or a deletion."""
+        """Carry out what reflection wrote: a new note, an edit or a deletion, after
+        checking that a new text repeats no example, invents nothing and is news."""
         text = written.strip().strip('"')
         if not text or text.upper().startswith("NONE"):
             return None
@@ -431,9 +536,23 @@ class Session:
                     self.notes.delete(nid, reason="reflection", **meta)
                     return nid
                 if verb == "EDIT" and rest and ({"edit", "supersede"} & ops):
+                    self._check_storable(rest)
+                    why = self._refusal(rest, task, outcome)
+                    if why:
+                        outcome.warnings.append(f"note not written: {why}")
+                        return None
                     return self.notes.supersede(nid, rest, **meta).id
                 return None
             if "add" not in ops:
+                return None
+            self._check_storable(text)
+            why = self._refusal(text, task, outcome)
+            if why:
+                outcome.warnings.append(f"note not written: {why}")
+                return None
+            known = self._already_noted(text)
+            if known is not None:
+                outcome.warnings.append(f"note not written: note {known} already says this")
                 return None
             res = self.notes.add(text, tags=[task.family] if task.family else [], **meta)
             return res.note.id
@@ -509,6 +628,24 @@ def _without_repeats(text: str) -> str:
         if key and key not in seen:
             seen.add(key)
             kept.append(sentence)
+    return " ".join(kept)
+
+
+def _text_of(content: Any) -> str:
+    """The text of a chat message's content: a string, or OpenAI's list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _without_prompt_fields(text: str) -> str:
+    """Drop what a small model copies from the documentation prompt itself
+    ("Task: … Answer given: … Result: …"): the record below the entry states it."""
+    parts = re.split(r"(?:^|\s)(?=(?:Task|Answer given|Result|Feedback|Documentation|Record):)", text)
+    kept = [p.strip() for p in parts
+            if p.strip() and not re.match(r"(Task|Answer given|Result|Feedback|Documentation|Record):", p.strip())]
     return " ".join(kept)
 
 

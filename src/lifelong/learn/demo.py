@@ -35,7 +35,8 @@ def run_side_by_side(llm: Any, *, suite: str = "onboarding", episodes: int = 3, 
 
         from lifelong.learn.report import summary_table
 
-        Console().print(summary_table(summaries))
+        console = Console()
+        console.print(summary_table(summaries, width=console.width))
         for s in summaries:
             print(f"{s['strategy']}: {final_line(s)}")
     return summaries

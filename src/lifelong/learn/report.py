@@ -117,114 +117,265 @@ def _cell(summary: dict[str, Any], key: str, digits: int | None) -> str:
     return str(value) if digits is None else _fmt(value, digits)
 
 
-def summary_table(summaries: Sequence[dict[str, Any]]) -> Any:
-    """A rich ``Table`` of the strategies side by side."""
+# The terminal table, transposed: one row per figure, one column per strategy, so it
+# reads at 80 columns (a row per strategy needs ~160). Rows: (key, label, digits).
+TABLE_ROWS = [
+    ("reward", "reward", 3), ("reader_score", "reader score", 3),
+    ("similar", "similar", 3), ("n_similar", "  n", None),
+    ("dissimilar", "dissimilar", 3), ("n_dissimilar", "  n", None),
+    ("same", "same", 3), ("n_same", "  n", None),
+    ("writer_score", "writer score", 3), ("note_tokens", "note tokens", 1),
+    ("final_note_tokens", "  at the end", None), ("doc_tokens", "doc tokens", 1),
+    ("context_tokens", "context tokens", 1), ("episodes", "episodes", None), ("errors", "errors", None),
+]
+
+
+def summary_table(summaries: Sequence[dict[str, Any]], width: int = 80) -> Any:
+    """Rich tables of the strategies side by side, one column per strategy, as many
+    tables as it takes to fit ``width`` columns (the figure names are never cut)."""
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(title="memory-learning protocol")
-    for _, title, _d in COLUMNS:
-        table.add_column(title, justify="left" if title == "strategy" else "right")
+    label_width = max(len(label) for _, label, _ in TABLE_ROWS)
+    # Pack strategies into tables greedily: a column is its widest cell plus a space each side
+    # (values are at most 7 wide); the label column and its space come first in every table.
+    parts: list[list[dict[str, Any]]] = [[]]
+    used = label_width + 1
     for s in summaries:
-        table.add_row(*(_cell(s, key, d) for key, _t, d in COLUMNS))
-    return table
+        need = max(len(s["strategy"]), 7) + 2
+        if parts[-1] and used + need - 1 > width:
+            parts.append([])
+            used = label_width + 1
+        parts[-1].append(s)
+        used += need
+    tables = []
+    for k, part in enumerate(parts):
+        title = "memory-learning protocol" + (f" ({k + 1}/{len(parts)})" if len(parts) > 1 else "")
+        table = Table(title=title, box=None, pad_edge=False)
+        table.add_column("", no_wrap=True, min_width=label_width)
+        for s in part:
+            table.add_column(s["strategy"], justify="right", no_wrap=True)
+        for key, label, digits in TABLE_ROWS:
+            table.add_row(label, *(str(s[key]) if digits is None else _fmt(s[key], digits) for s in part))
+        tables.append(table)
+    return Group(*tables)
 
 
 # --- Plots --------------------------------------------------------------------
+#
+# Each plot is drawn on given axes by a ``draw_*`` function (what the tests look
+# at) and written as PNG by its ``plot_*`` wrapper. Rules they share: the legend
+# stands beside the axes, never on the data; strategies whose curves coincide are
+# drawn once and named together ("notes = full"), so no line hides another
+# unsaid; every mean says its n and carries ±1 standard error.
 
 
 _MARKERS = ("o", "s", "^", "x", "D", "v", "*")
 _STYLES = ("-", "--", "-.", ":")
 
 
-def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
-    fig, ax = new_figure()
-    for i, (name, records) in enumerate(runs.items()):
-        eps = [r for r in records if r["type"] == "episode"]
-        xs = [e["episode"] for e in eps]
-        # Running mean: a reader score per episode from 4 readers is too noisy to read alone.
-        ys, total = [], 0.0
-        for i, e in enumerate(eps):
-            total += e["reader_score"]
-            ys.append(total / (i + 1))
-        # Strategies can tie exactly (same notes, same answers): vary the style so none hides.
-        ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], markersize=4,
-                linestyle=_STYLES[i % len(_STYLES)], label=name)
+def _legend_beside(ax: Any, handles: Any = None, labels: Any = None) -> None:
+    args = () if handles is None else (handles, labels)
+    ax.legend(*args, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def identical_groups(series: dict[str, Sequence[float]]) -> list[tuple[list[str], Sequence[float]]]:
+    """Names whose series are equal point for point, grouped, in first-seen order."""
+    groups: list[tuple[list[str], Sequence[float]]] = []
+    for name, ys in series.items():
+        for names, other in groups:
+            if len(other) == len(ys) and all(abs(a - b) <= 1e-12 for a, b in zip(other, ys, strict=True)):
+                names.append(name)
+                break
+        else:
+            groups.append(([name], ys))
+    return groups
+
+
+def _group_label(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else " = ".join(names) + " (identical)"
+
+
+def _stderr(values: Sequence[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return statistics.stdev(values) / n ** 0.5
+
+
+def _reader_scores(records: Sequence[dict]) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for r in records:
+        if r["type"] == "session" and r["role"] == "reader":
+            out.setdefault(int(r["episode"]), []).append(r["score"] if r["score"] is not None else 0.0)
+    return out
+
+
+def draw_learning_curve(ax: Any, runs: dict[str, list[dict]]) -> None:
+    """Mean reader score over all readers so far, with a ±1 s.e. band, per strategy."""
+    curves: dict[str, list[float]] = {}
+    bands: dict[str, list[float]] = {}
+    xs: dict[str, list[int]] = {}
+    for name, records in runs.items():
+        by_episode = _reader_scores(records)
+        seen: list[float] = []
+        xs[name], curves[name], bands[name] = [], [], []
+        for e in sorted(by_episode):
+            seen += by_episode[e]
+            xs[name].append(e)
+            curves[name].append(statistics.fmean(seen))
+            bands[name].append(_stderr(seen))
+    for i, (names, ys) in enumerate(identical_groups(curves)):
+        first = names[0]
+        lo = [y - b for y, b in zip(ys, bands[first], strict=True)]
+        hi = [y + b for y, b in zip(ys, bands[first], strict=True)]
+        (line,) = ax.plot(xs[first], ys, marker=_MARKERS[i % len(_MARKERS)], markersize=4,
+                          linestyle=_STYLES[i % len(_STYLES)], label=_group_label(names))
+        ax.fill_between(xs[first], lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    readers = {len(v) for r in runs.values() for v in _reader_scores(r).values()}
+    per = f"{readers.pop()} readers per episode" if len(readers) == 1 else "readers per episode vary"
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("episode")
-    ax.set_ylabel("reader score (running mean)")
+    ax.set_ylabel("reader score, mean so far (±1 s.e.)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Learning curve")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Learning curve ({per})", fontsize=10)
+    _legend_beside(ax)
+
+
+def plot_learning_curve(runs: dict[str, list[dict]]) -> bytes:
+    fig, ax = new_figure(figsize=(7.6, 4.0))
+    draw_learning_curve(ax, runs)
     return png_bytes(fig)
 
 
-def plot_similar_dissimilar(summaries: Sequence[dict[str, Any]]) -> bytes:
-    fig, ax = new_figure()
+def _relation_scores(records: Sequence[dict], relation: str) -> list[float]:
+    return [r["score"] if r["score"] is not None else 0.0 for r in records
+            if r["type"] == "session" and r["role"] == "reader" and r["relation"] == relation]
+
+
+def draw_similar_dissimilar(ax: Any, summaries: Sequence[dict[str, Any]], runs: dict[str, list[dict]]) -> None:
+    """Mean reader score on similar and dissimilar tasks per strategy: ±1 s.e., the
+    value and n over each bar; a zero bar is drawn as its outline, a missing one says n/a."""
     names = [s["strategy"] for s in summaries]
-    xs = range(len(names))
     width = 0.38
-    sim = [s["similar"] or 0.0 for s in summaries]
-    dis = [s["dissimilar"] or 0.0 for s in summaries]
-    ax.bar([x - width / 2 for x in xs], sim, width, label="similar")
-    ax.bar([x + width / 2 for x in xs], dis, width, label="dissimilar")
-    ax.set_xticks(list(xs), names)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("mean reader score")
-    ax.set_title("Similar vs dissimilar tasks")
-    ax.legend(fontsize=8)
+    for k, (relation, colour) in enumerate((("similar", "tab:blue"), ("dissimilar", "tab:orange"))):
+        offset = (k - 0.5) * width
+        for j, name in enumerate(names):
+            scores = _relation_scores(runs.get(name, []), relation)
+            x = j + offset
+            if not scores:
+                ax.text(x, 0.01, "n/a\nn=0", ha="center", va="bottom", fontsize=7, color="grey")
+                continue
+            mean = statistics.fmean(scores)
+            ax.bar(x, mean, width, color=colour, edgecolor=colour, linewidth=1.5,
+                   label=relation if j == 0 else None)
+            err = _stderr(scores)
+            ax.errorbar(x, mean, yerr=err, color="black", capsize=3, linewidth=1)
+            ax.text(x, min(1.0, mean + err) + 0.02, f"{mean:.2f}\nn={len(scores)}", ha="center",
+                    va="bottom", fontsize=7)
+    ax.set_xticks(list(range(len(names))), names)
+    ax.set_ylim(0, 1.18)
+    ax.set_ylabel("mean reader score (±1 s.e.)")
+    ax.set_title("Similar vs dissimilar tasks", fontsize=10)
+    _legend_beside(ax)
+
+
+def plot_similar_dissimilar(summaries: Sequence[dict[str, Any]], runs: dict[str, list[dict]]) -> bytes:
+    fig, ax = new_figure(figsize=(7.6, 4.0))
+    draw_similar_dissimilar(ax, summaries, runs)
     return png_bytes(fig)
 
 
-def plot_memory_tokens(runs: dict[str, list[dict]]) -> bytes:
-    fig, ax = new_figure()
-    docs_ax = None
-    for i, (name, records) in enumerate(runs.items()):
+def draw_memory_tokens(ax: Any, runs: dict[str, list[dict]]) -> None:
+    notes: dict[str, list[float]] = {}
+    xs: dict[str, list[int]] = {}
+    for name, records in runs.items():
         eps = [r for r in records if r["type"] == "episode"]
-        xs = [e["episode"] for e in eps]
-        ax.plot(xs, [e["note_tokens"] for e in eps], marker=_MARKERS[i % len(_MARKERS)],
-                markersize=4, linestyle=_STYLES[i % len(_STYLES)], label=f"{name} notes")
+        xs[name] = [e["episode"] for e in eps]
+        notes[name] = [float(e["note_tokens"]) for e in eps]
+    for i, (names, ys) in enumerate(identical_groups(notes)):
+        ax.plot(xs[names[0]], ys, marker=_MARKERS[i % len(_MARKERS)], markersize=4,
+                linestyle=_STYLES[i % len(_STYLES)], label=f"{_group_label(names)}: notes")
+    docs_ax = None
+    for name, records in runs.items():
+        eps = [r for r in records if r["type"] == "episode"]
         if any(e["doc_tokens"] for e in eps):
             # Documentation is 10-100x the notes: its own axis, or the notes flatten to zero.
             docs_ax = docs_ax or ax.twinx()
-            docs_ax.plot(xs, [e["doc_tokens"] for e in eps], color="grey", linestyle="--",
-                         label=f"{name} docs (right axis)")
+            docs_ax.plot([e["episode"] for e in eps], [e["doc_tokens"] for e in eps], color="grey",
+                         linestyle="--", label=f"{name}: docs (right axis)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("episode")
     ax.set_ylabel("note tokens readers inherit")
-    ax.set_title("Memory size over time")
+    ax.set_title("Memory size over time", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     if docs_ax is not None:
         docs_ax.set_ylabel("documentation tokens")
         more = docs_ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, fontsize=8)
+    # beside the right axis when there is one
+    ax.legend(handles, labels, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.12 if docs_ax is not None else 1.01, 1.0), borderaxespad=0)
+
+
+def plot_memory_tokens(runs: dict[str, list[dict]]) -> bytes:
+    fig, ax = new_figure(figsize=(7.6, 4.0))
+    draw_memory_tokens(ax, runs)
     return png_bytes(fig)
 
 
-def plot_reward_decomposition(summaries: Sequence[dict[str, Any]]) -> bytes:
-    fig, ax = new_figure()
+def draw_reward_decomposition(ax: Any, summaries: Sequence[dict[str, Any]]) -> None:
     names = [s["strategy"] for s in summaries]
     xs = list(range(len(names)))
     score = [s["reader_score"] or 0.0 for s in summaries]
-    ax.bar(xs, score, label="reader score", color="tab:green")
+    ax.bar(xs, score, label="reader score", color="tab:green", edgecolor="tab:green", linewidth=1.5)
     bottom = [0.0] * len(xs)
     for key, colour in (("note_penalty", "tab:red"), ("context_penalty", "tab:orange"),
                         ("doc_penalty", "tab:purple")):
         vals = [-(s[key] or 0.0) for s in summaries]
         ax.bar(xs, vals, bottom=bottom, label=f"−{key.replace('_', ' ')}", color=colour)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.scatter(xs, [s["reward"] or 0.0 for s in summaries], color="black", zorder=3, label="reward")
+    rewards = [s["reward"] or 0.0 for s in summaries]
+    ax.scatter(xs, rewards, color="black", zorder=3, label="reward")
+    for x, r, s in zip(xs, rewards, summaries, strict=True):
+        ax.annotate(f"{r:.3f}\n({s['episodes']} ep.)", (x, max(r, s["reader_score"] or 0.0)),
+                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xticks(xs, names)
     ax.set_ylabel("per episode (mean)")
-    ax.set_title("Reward = score − λ·notes − μ·context − ν·docs")
-    ax.legend(fontsize=8)
+    ax.set_title("Reward = score − λ·notes − μ·context − ν·docs", fontsize=10)
+    _legend_beside(ax)
+
+
+def plot_reward_decomposition(summaries: Sequence[dict[str, Any]]) -> bytes:
+    fig, ax = new_figure(figsize=(7.6, 4.0))
+    draw_reward_decomposition(ax, summaries)
     return png_bytes(fig)
 
 
 # --- The report ---------------------------------------------------------------
 
 PLOTS = ("learning_curve", "similar_dissimilar", "memory_tokens", "reward_decomposition")
+
+
+def plot_captions(summaries: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """What each figure shows, in a sentence with its n (the report's captions)."""
+    episodes = sorted({s["episodes"] for s in summaries})
+    readers = sorted({s["readers"] for s in summaries})
+    ep = "/".join(map(str, episodes)) or "0"
+    rd = "/".join(map(str, readers)) or "0"
+    return {
+        "learning_curve": f"Mean reader score over all reader sessions so far, per strategy, with a ±1 "
+                          f"standard error band ({ep} episodes, {rd} reader sessions per strategy). "
+                          "Strategies whose curves coincide are drawn once and named together.",
+        "similar_dissimilar": "Mean reader score on tasks similar and dissimilar to the writer's, per "
+                              "strategy, ±1 standard error; the value and the number of reader sessions "
+                              "n stand over each bar (n/a: none drawn).",
+        "memory_tokens": "Tokens of the notes block each episode's readers inherit (left axis) and of "
+                         f"the documentation (right axis, dashed), over {ep} episodes.",
+        "reward_decomposition": "Mean per-episode reward (dots, with its value) as reader score minus the "
+                                "note, context and documentation penalties (stacked bars).",
+    }
 
 
 def final_memory(run_folder: Path) -> tuple[str, dict[str, str]]:
@@ -269,7 +420,7 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> dict[str, An
     summaries = [summarize(records) for records in runs.values()]
     images = {
         "learning_curve": plot_learning_curve(runs),
-        "similar_dissimilar": plot_similar_dissimilar(summaries),
+        "similar_dissimilar": plot_similar_dissimilar(summaries, runs),
         "memory_tokens": plot_memory_tokens(runs),
         "reward_decomposition": plot_reward_decomposition(summaries),
     }
@@ -285,9 +436,11 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> dict[str, An
         for s in summaries
     )
     head = "".join(f"<th>{html.escape(t)}</th>" for _k, t, _d in COLUMNS)
+    captions = plot_captions(summaries)
     figs = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(images[n]).decode()}">'
-        f"<figcaption>{n.replace('_', ' ')}</figcaption></figure>"
+        f'<figure><img alt="{html.escape(captions[n])}" '
+        f'src="data:image/png;base64,{base64.b64encode(images[n]).decode()}">'
+        f"<figcaption>{html.escape(captions[n])}</figcaption></figure>"
         for n in PLOTS
     )
     memories = []

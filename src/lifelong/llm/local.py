@@ -76,6 +76,7 @@ class LocalLLM:
             p.chat_template = self.config.chat_template
         p.hostnames = [self.config.host]
         if self.config.port:
+            _check_port_free(self.config.host, int(self.config.port))
             p.port = int(self.config.port)
         t0 = time.perf_counter()
         try:
@@ -162,6 +163,19 @@ class LocalLLM:
 
     def __repr__(self) -> str:
         return f"LocalLLM({self.name!r}, context_window={self.context_window})"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A taken port would surface as llama.cpp failing to load the model: say what it is."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ModelError(f"port {port} on {host} is taken ({exc.strerror or exc})",
+                             hint="choose another port (--port), or stop what listens there") from None
 
 
 def _completion_from_response(out: dict[str, Any], latency: float) -> Completion:

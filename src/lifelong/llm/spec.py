@@ -42,6 +42,7 @@ def register_backend(kind: str, opener: Any) -> None:
     _BACKENDS[kind] = opener
 
 _ALIASES = {"ctx": "context_window"}
+_NOUNS = {int: "a whole number", float: "a number", str: "a string"}
 
 
 def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
@@ -56,8 +57,9 @@ def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
         try:
             out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         except ValueError as exc:
-            raise ConfigError(f"option {key}={value!r} in {spec!r} is not a {kind.__name__}",
-                              hint=f"give {key} a {kind.__name__} value, e.g. local?ctx=8192") from exc
+            noun = _NOUNS.get(kind, kind.__name__)
+            raise ConfigError(f"option {key}={value!r} in {spec!r} is not {noun}",
+                              hint=f"give {key} {noun}, e.g. local?ctx=8192") from exc
     return out
 
 
@@ -99,6 +101,18 @@ def resolve_gguf(spec: str, **overrides: Any) -> tuple[str, Any, str | None]:
     if not target:
         raise ConfigError("llamacpp: needs a path", hint="llamacpp:/path/to/model.gguf")
     return target, cfg, None
+
+
+def gguf_context_window(spec: str) -> int | None:
+    """The context window a ``local`` or ``llamacpp:PATH`` spec will load with (the
+    embedded backend takes it from the spec, not the file); None for other specs."""
+    kind, rest = _split(spec.strip())
+    if kind not in ("local", "llamacpp"):
+        return None
+    from lifelong.llm.local import LocalConfig
+
+    _target, _, query = rest.partition("?")
+    return int(LocalConfig(**_options(query, _dataclass_types(LocalConfig), spec)).context_window)
 
 
 def load_llm(spec: str | None = None) -> LLM:

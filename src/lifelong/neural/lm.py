@@ -49,6 +49,7 @@ from lifelong.neural.deltanet import GatedDeltaNet
 from lifelong.neural.layers import titans
 from lifelong.neural.layers.cms import CMSConfig, CMSState, ContinuumMemory
 from lifelong.neural.layers.hope import SelfModConfig, SelfModifyingTitans
+from lifelong.neural.pretrained import PretrainedMixin
 from lifelong.neural.streaming import StateBundle, map_tensors
 
 LMState = list[list[Any]]
@@ -168,7 +169,12 @@ class InContextState(StateBundle):
     FORMAT_NAME = "lifelong.neural.InContextState"
 
 
-class CausalLM(nn.Module):
+class CausalLM(PretrainedMixin, nn.Module):
+    """``save_pretrained(folder)`` / ``CausalLM.from_pretrained(folder)``: config.json +
+    model.safetensors (``lifelong.neural.pretrained``)."""
+
+    config_class = ModelConfig
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.mlp_hidden is None:

@@ -8,7 +8,7 @@ has, through few sharp verbs:
   ``notes_supersede``, ``notes_delete`` (soft), ``notes_history``;
 - docs: ``docs_tree``, ``docs_search``, ``docs_read`` (a page of at most N
   tokens from an offset, with the offset of the next page), ``docs_write``,
-  ``docs_append``, ``docs_str_replace``.
+  ``docs_append``, ``docs_str_replace``, ``docs_insert``, ``docs_delete``, ``docs_rename``.
 
 The server is bound to one namespace when it starts: a client has no way to
 name another, so it can neither read nor change another tenant's memory. Each
@@ -25,8 +25,10 @@ server keeps running.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import inspect
+import io
 import logging
 import os
 import sys
@@ -39,6 +41,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from lifelong.context.docs import Docs
 from lifelong.context.notes import Note, Notes, render_notes
@@ -60,7 +63,8 @@ with notes_view; change them with notes_add, notes_edit, notes_supersede
 
 Documentation is verbose Markdown, one file per topic, read on demand: find it
 with docs_tree or docs_search, read it a page at a time with docs_read, and
-write it with docs_write, docs_append and docs_str_replace.
+write it with docs_write, docs_append, docs_str_replace and docs_insert; move or
+remove a document with docs_rename and docs_delete.
 """
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -101,6 +105,9 @@ Limit = Annotated[int, Field(description="Most results.", ge=1, le=100)]
 Offset = Annotated[int, Field(description="Character offset to start at: 0, or next_offset of "
                                           "the previous page.", ge=0)]
 MaxTokens = Annotated[int, Field(description="Most tokens in the page.", ge=1)]
+Line = Annotated[int, Field(description="Insert after this line (0: before the first line).", ge=0)]
+InsertText = Annotated[str, Field(description="Markdown to insert, one or more lines.")]
+NewDocPath = Annotated[str, Field(description="The new path, e.g. deploy/aws.md; must be free.")]
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -146,9 +153,9 @@ def build_server(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
     if notes.namespace != docs.namespace:
         raise ConfigError(f"notes of {notes.namespace!r} and docs of {docs.namespace!r}",
                           hint="one server serves one namespace")
-    server = MCPServer(name, log_level=log_level,
-                       instructions=INSTRUCTIONS.format(namespace=notes.namespace,
-                                                        budget=notes.budget_tokens))
+    server = _Server(name, log_level=log_level,
+                     instructions=INSTRUCTIONS.format(namespace=notes.namespace,
+                                                      budget=notes.budget_tokens))
     # The SDK runs plain functions in worker threads; one call at a time keeps
     # the store connection and the model's tokenizer single-threaded.
     lock = threading.Lock()
@@ -318,13 +325,123 @@ def build_server(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
         info = docs.str_replace(path, old_text, new_text)
         return _result(f"edited {info.path} ({info.size} bytes)", asdict(info))
 
+    @tool(_WRITE)
+    def docs_insert(path: DocPath, line: Line, text: InsertText) -> CallToolResult:
+        """Insert text after a line of a document (0: before the first line),
+        counting lines as docs_read shows the file, front matter included."""
+        info = docs.insert(path, line, text)
+        return _result(f"inserted into {info.path} after line {line} ({info.size} bytes)", asdict(info))
+
+    @tool(_WRITE)
+    def docs_delete(path: DocPath) -> CallToolResult:
+        """Delete a document. Its content is kept as a version; a person can restore it."""
+        info = docs.delete(path)
+        return _result(f"deleted {info.path}", asdict(info))
+
+    @tool(_WRITE)
+    def docs_rename(path: DocPath, new_path: NewDocPath) -> CallToolResult:
+        """Move a document to another path, which must be free."""
+        info = docs.rename(path, new_path)
+        return _result(f"renamed {path} to {info.path}", asdict(info))
+
     return server
 
 
 def serve_stdio(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
-                log_level: LogLevel = "WARNING") -> None:
-    """Serve ``notes`` and ``docs`` over stdio until the client closes the connection."""
-    build_server(notes, docs, name=name, log_level=log_level).run("stdio")
+                log_level: LogLevel = "WARNING", on_start: Callable[[], None] | None = None) -> None:
+    """Serve ``notes`` and ``docs`` over stdio until the client closes the connection.
+
+    The protocol keeps the real stdout; file descriptor 1 is pointed at stderr
+    for the life of the server, so nothing a native library prints (while the
+    model loads in the background, say) can land inside the protocol.
+    ``on_start`` runs once that is so (e.g. starting that background load)."""
+    server = build_server(notes, docs, name=name, log_level=log_level)
+    sys.stdout.flush()
+    protocol = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(os.fdopen(protocol, "wb", buffering=0), encoding="utf-8",
+                                  write_through=True)
+    if on_start is not None:
+        on_start()
+    server.run("stdio")
 
 
-__all__ = ["DEFAULT_PAGE_TOKENS", "SERVER_NAME", "build_server", "serve_stdio", "stdout_to_stderr"]
+def serve_http(notes: Notes, docs: Docs, *, host: str = "127.0.0.1", port: int = 8765,
+               name: str = SERVER_NAME, log_level: LogLevel = "WARNING",
+               ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``notes`` and ``docs`` over MCP's streamable HTTP transport at
+    ``http://HOST:PORT/mcp`` until interrupted. Clients connect by URL, any number."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} on {host} is taken ({exc.strerror or exc})",
+                              hint="choose another port (--port), or stop what listens there") from None
+    server = build_server(notes, docs, name=name, log_level=log_level)
+    if ready is not None:
+        ready(f"http://{host}:{port}/mcp")
+    server.run("streamable-http", host=host, port=port)
+
+
+# -- arguments a client's model got wrong: say which, in words -------------------------------
+
+
+class _Server(MCPServer):
+    """The SDK's server, with argument mistakes explained: a wrong or missing
+    argument name, or a value of the wrong kind, comes back as one sentence per
+    problem and the tool's arguments, not as a validation dump."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            known = ", ".join(sorted(t.name for t in self._tool_manager.list_tools()))
+            raise ToolError(f"unknown tool {name!r}; the tools are: {known}")
+        schema = tool.parameters or {}
+        _check_names(name, schema, arguments)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, PydanticValidationError):
+                raise ToolError(_explain(name, schema, exc.__cause__)) from None
+            raise
+
+
+def _signature(schema: dict[str, Any]) -> str:
+    props, required = schema.get("properties", {}), set(schema.get("required", []))
+    parts = []
+    for arg, spec in props.items():
+        kind = spec.get("type") or "/".join(
+            sorted({str(o.get("type")) for o in spec.get("anyOf", []) if o.get("type") != "null"}))
+        parts.append(f"{arg} ({kind}{', required' if arg in required else ''})")
+    return ", ".join(parts) or "none"
+
+
+def _check_names(tool: str, schema: dict[str, Any], arguments: dict[str, Any]) -> None:
+    props, required = schema.get("properties", {}), schema.get("required", [])
+    unknown = [a for a in arguments if a not in props]
+    missing = [a for a in required if a not in arguments]
+    if not unknown and not missing:
+        return
+    problems = []
+    for arg in unknown:
+        close = difflib.get_close_matches(arg, list(props), n=1)
+        problems.append(f"unknown argument {arg!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    problems += [f"missing argument {arg!r}" for arg in missing]
+    raise ToolError(f"{tool}: {'; '.join(problems)}. Its arguments: {_signature(schema)}.")
+
+
+def _explain(tool: str, schema: dict[str, Any], error: PydanticValidationError) -> str:
+    problems = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"] if p != "arguments") or "arguments"
+        got = repr(e.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        problems.append(f"{where}: {e['msg'].lower()} (got {got})")
+    return f"{tool}: {'; '.join(problems)}. Its arguments: {_signature(schema)}."
+
+
+__all__ = ["DEFAULT_PAGE_TOKENS", "SERVER_NAME", "build_server", "serve_http", "serve_stdio",
+           "stdout_to_stderr"]

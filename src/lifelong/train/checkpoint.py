@@ -28,6 +28,7 @@ from lifelong.atomic import atomic_write_bytes, atomic_write_text
 from lifelong.errors import CheckpointWarning, ConfigError, NotFoundError, StateError
 from lifelong.neural.config import ModelConfig
 from lifelong.neural.lm import CausalLM
+from lifelong.neural.pretrained import is_pretrained, read_pretrained_config
 from lifelong.train.config import RunConfig
 
 CHECKPOINT_FORMAT = "lifelong.neural.checkpoint/1"
@@ -165,6 +166,11 @@ def save_checkpoint(
     atomic_write_text(path / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
 
 
+def pretrained_meta(meta_task: dict[str, Any], step: int) -> dict[str, Any]:
+    """What a saved model keeps beside its config so it can be evaluated alone."""
+    return {"task": meta_task, "tokenizer": meta_task.get("tokenizer"), "step": step}
+
+
 def _read_meta(p: Path) -> dict[str, Any]:
     """A checkpoint's meta.json; ValueError if it is not one (damaged, foreign)."""
     meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
@@ -189,7 +195,8 @@ def _newest_intact(out_dir: Path, attempt: Any) -> Any:
     if not candidates:
         raise NotFoundError(
             f"no checkpoint at {out_dir}",
-            hint="pass a run directory (train.out_dir) or one of its checkpoints/step_N folders",
+            hint="pass a run directory (train.out_dir), one of its checkpoints/step_N folders, "
+            "or a folder written by save_pretrained",
         )
     skipped: list[str] = []
     for ckpt in reversed(candidates):
@@ -212,11 +219,13 @@ def _newest_intact(out_dir: Path, attempt: Any) -> Any:
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[CausalLM, dict[str, Any]]:
-    """Model (eval mode) and meta from a checkpoint dir, or from a run dir (its
-    newest intact checkpoint).
+    """Model (eval mode) and meta from a checkpoint dir, from a run dir (its
+    newest intact checkpoint), or from a folder written by ``save_pretrained``
+    (``OUT/model``: its meta holds the task, tokenizer and step it was saved with).
 
     ``meta`` holds ``model`` (the config), ``task`` (name, options, vocab_size),
-    ``tokenizer`` (spec string or None), ``step`` and ``run`` (the whole run config).
+    ``tokenizer`` (spec string or None), ``step`` and, for a checkpoint, ``run``
+    (the whole run config).
     """
     from safetensors.torch import load_model
 
@@ -231,6 +240,12 @@ def load_checkpoint(
         return model.to(device).eval(), meta
 
     p = Path(path)
+    if is_pretrained(p) and not (p / "meta.json").is_file():  # a save_pretrained folder
+        model = CausalLM.from_pretrained(p, device=str(device))
+        _config, saved = read_pretrained_config(p, "CausalLM")
+        meta = {"model": dataclasses.asdict(model.config), "task": saved.get("task") or {},
+                "tokenizer": saved.get("tokenizer"), "step": saved.get("step"), "path": str(p)}
+        return model, meta
     if (p / "meta.json").is_file():  # one checkpoint, named: no other will do
         try:
             return attempt(p)

@@ -10,8 +10,9 @@ The loop, top to bottom:
    state is checkpointed, so a resumed run sees exactly the batches the
    uninterrupted run would have seen;
 4. metrics go to ``OUT/metrics.jsonl``, checkpoints to ``OUT/checkpoints/step_N/``
-   (``checkpoint.py``); progress goes to an ``on_step`` callback (the CLI draws
-   the bar and the loss curve).
+   (``checkpoint.py``), the finished model to ``OUT/model/`` (``config.json`` +
+   ``model.safetensors``, for ``CausalLM.from_pretrained``); progress goes to an
+   ``on_step`` callback (the CLI draws the bar and the loss curve).
 
 Distributed data parallel: launched by ``torchrun``, each rank draws the same
 global batch and trains on its slice; the loss is normalised by the number of
@@ -41,6 +42,7 @@ from lifelong.neural.lm import CausalLM, build_model
 from lifelong.train.checkpoint import (
     checkpoint_dir,
     latest_checkpoint,
+    pretrained_meta,
     resume_latest,
     save_checkpoint,
 )
@@ -268,6 +270,9 @@ def train(
         ):
             path = checkpoint_dir(out_dir, step)
             save_checkpoint(path, model, optimizer, scheduler, data_gen, step, cfg, meta_task)
+    if dist_.main and step == t.steps:
+        # The finished model on its own, as from_pretrained reads it (and Hugging Face tools).
+        model.save_pretrained(out_dir / "model", meta=pretrained_meta(meta_task, step))
     if dist_.world > 1:
         import torch.distributed as dist
 

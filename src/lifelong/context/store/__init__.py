@@ -11,6 +11,7 @@ With no URL, ``LIFELONG_STORE`` or ``<data dir>/lifelong.db`` is used.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from lifelong.context.store.base import (
     DocRow,
@@ -22,7 +23,7 @@ from lifelong.context.store.base import (
     Tx,
     validate_namespace,
 )
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, NotFoundError
 
 __all__ = [
     "DocRow",
@@ -38,15 +39,17 @@ __all__ = [
 ]
 
 
-def default_store_url() -> str:
+def default_store_url(*, create: bool = True) -> str:
     from lifelong.paths import data_dir
 
-    return os.environ.get("LIFELONG_STORE") or f"sqlite:///{data_dir() / 'lifelong.db'}"
+    return os.environ.get("LIFELONG_STORE") or f"sqlite:///{data_dir(create=create) / 'lifelong.db'}"
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open (creating and migrating as needed) the store named by ``url``."""
-    url = url or default_store_url()
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open (migrating as needed) the store named by ``url``. ``create=False``: a
+    SQLite file that does not exist is a :class:`NotFoundError`, not a new store
+    (what commands that only read want: a typo in a path creates nothing)."""
+    url = url or default_store_url(create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from lifelong.context.store.postgres import PostgresStore
 
@@ -63,6 +66,10 @@ def open_store(url: str | None = None) -> Store:
     if not path or path == ":memory:":
         raise ConfigError("the SQLite store needs a file path",
                           hint="use sqlite:///path/to/file.db (processes share the file)")
+    if not create and not Path(path).is_file():
+        raise NotFoundError(f"no store at {path}",
+                            hint="check --store (or $LIFELONG_STORE); a store is made by the first "
+                            "write, e.g. lifelong notes add TEXT -n NAMESPACE")
     from lifelong.context.store.sqlite import SqliteStore
 
     return SqliteStore(path)

@@ -126,7 +126,7 @@ class DocVersion:
     id: int
     path: str
     at: float  # when it was replaced
-    change: str  # the change that replaced it: write | append | str_replace | restore
+    change: str  # the change that replaced it: write | append | str_replace | insert | restore | delete | rename
     text: str
     model: str = ""
     session: str = ""

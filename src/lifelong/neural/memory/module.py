@@ -77,18 +77,23 @@ from lifelong.neural.memory.ops import (
     memory_mlp,
 )
 from lifelong.neural.memory.state import MemoryState
+from lifelong.neural.pretrained import PretrainedMixin
 
 # ---------------------------------------------------------------------------
 # The module
 # ---------------------------------------------------------------------------
 
 
-class NeuralMemory(nn.Module):
+class NeuralMemory(PretrainedMixin, nn.Module):
     """Multi-head Titans long-term memory: ``forward(x, state) -> (y, state)``.
 
     x, y ∈ [B, T, dim]. ``retrieve`` and ``update`` are the two halves (the MAC
     variant calls them separately); ``forward`` interleaves them per chunk.
+    ``save_pretrained(folder)`` / ``NeuralMemory.from_pretrained(folder)`` keep
+    the outer-loop weights (config.json + model.safetensors).
     """
+
+    config_class = NeuralMemoryConfig
 
     def __init__(self, config: NeuralMemoryConfig | None = None, seed: int | None = None) -> None:
         super().__init__()

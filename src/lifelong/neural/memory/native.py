@@ -57,6 +57,19 @@ def _built(name: str) -> bool:
         return False
 
 
+def _name() -> tuple[str, list[str]]:
+    """The build's name (it keys torch's build cache: a new source, CPU flags or torch
+    version builds anew) and its compiler flags."""
+    suffix, flags = _flags()
+    digest = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:10]
+    return f"lifelong_chunk_loop_{suffix}_{digest}", flags
+
+
+def needs_build() -> bool:
+    """Whether the first :func:`load` will compile (a command says so before it starts)."""
+    return _enabled and _module is None and _error is None and not _built(_name()[0])
+
+
 def load() -> ModuleType | None:
     """The compiled extension, building it on first call; None where it cannot be
     built (the reason is in :func:`error`) or is turned off."""
@@ -68,10 +81,7 @@ def load() -> ModuleType | None:
     with _lock:
         if _module is not None or _error is not None:
             return _module
-        suffix, flags = _flags()
-        # the name keys torch's build cache: a new source, CPU flags or torch version builds anew
-        digest = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:10]
-        name = f"lifelong_chunk_loop_{suffix}_{digest}"
+        name, flags = _name()
         if not _built(name):
             print("lifelong: compiling the native CPU chunk loop of the neural memory "
                   "(once per machine, about a minute)", file=sys.stderr, flush=True)
