@@ -6,7 +6,9 @@
     hf:PATH                      transformers (a model folder or a .gguf; hf:local = embedded)
 
 Options follow a ``?``: ``local?ctx=16384&threads=2``,
-``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``.
+``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``,
+``hf:local?adapter=acme`` (the LoRA adapter consolidated from namespace acme's
+notes; ``acme@2`` for its version 2, or a path to an exported adapter folder).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from urllib.parse import parse_qsl
 from lifelong.errors import ConfigError
 from lifelong.llm.base import LLM
 
-FORMS = "local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (options after '?', e.g. local?ctx=16384)"
+FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (options after '?', e.g. local?ctx=16384, "
+         "hf:local?adapter=NAMESPACE)")
 
 _ALIASES = {"ctx": "context_window"}
 
@@ -107,7 +110,7 @@ def load_llm(spec: str | None = None) -> LLM:
         from lifelong.llm.hf import HFLLM
 
         target, _, query = rest.partition("?")
-        opts = _options(query, {"context_window": int, "device": str}, spec)
+        opts = _options(query, {"context_window": int, "device": str, "adapter": str}, spec)
         if not target:
             raise ConfigError("hf: needs a path", hint="hf:/path/to/model-folder, hf:model.gguf or hf:local")
         return HFLLM(target, **opts)
