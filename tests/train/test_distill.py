@@ -25,6 +25,7 @@ from lifelong.train.distill import (
     consolidate_into_weights,
     kl_naive,
     schedule,
+    teacher_examples,
     topk_kl,
     use_version,
 )
@@ -104,6 +105,20 @@ def test_padded_batch_computes_what_each_example_alone_does(llm):
         assert abs(float(batched.detach()) - float(expected.detach())) < 1e-10
     finally:
         llm.model.float()
+
+
+def test_teacher_targets_are_the_teacher_distribution_on_its_own_answer(llm):
+    block = "## Notes\n- [1] The code of blue is tulip.\n"
+    [ex] = teacher_examples(llm, [("task", question("blue"), "")], block, DistillConfig(top_k=5))
+    assert ex.answer == "tulip" and ex.answer_ids[-1] == llm.tokenizer.eos_token_id  # it learns to stop
+    assert ex.student_ids == llm.encode(reader_prompt(question("blue")))[0].tolist()  # no notes
+    teacher = llm.encode(reader_prompt(question("blue"), [(1, note("blue", "tulip"))]))[0].tolist()
+    with torch.no_grad():
+        logits = llm.model(input_ids=torch.tensor([teacher + ex.answer_ids])).logits[0].double()
+    want = torch.log_softmax(logits[len(teacher) - 1:-1], -1)  # every position of the answer
+    top = torch.topk(want, 5, dim=-1)
+    assert torch.equal(ex.topk_ids, top.indices)
+    assert torch.allclose(ex.topk_logp.double(), top.values, atol=1e-5)
 
 
 def test_schedule_replays_earlier_rounds_and_is_fixed_by_the_seed():

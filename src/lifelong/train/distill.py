@@ -385,10 +385,11 @@ def teacher_examples(hf: Any, prompts: Sequence[tuple[str, str, str]], notes_blo
         answer = answer[:_answer_end(tok, answer, eos)]
         if not answer or not tok.decode(answer, skip_special_tokens=True).strip():
             continue  # the teacher said nothing: nothing to learn
-        full = torch.cat([t_ids, torch.tensor([answer], device=t_ids.device)], dim=1)
-        logits = model(input_ids=full, attention_mask=torch.ones_like(full)).logits[0]
-        n = t_ids.shape[1]
-        logp = torch.log_softmax(logits[n - 1:n - 1 + len(answer)].float(), -1)
+        # Only the answer's positions go through the LM head (its vocabulary is large):
+        # the logits after the prompt's last token and after each answer token but the last.
+        full = torch.cat([t_ids, torch.tensor([answer[:-1]], device=t_ids.device, dtype=t_ids.dtype)], dim=1)
+        logits = model(input_ids=full, attention_mask=torch.ones_like(full), logits_to_keep=len(answer)).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
         top = torch.topk(logp, min(cfg.top_k, logp.shape[-1]), dim=-1)
         out.append(Example(kind, prompt, _ids(hf, assemble_prompt("", [], task_text(prompt))), answer,
                            top.indices.cpu(), top.values.cpu(), tok.decode(answer, skip_special_tokens=True)))
