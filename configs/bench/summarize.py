@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal"]
+KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention"]
 TASKS = {"mqar": "mqar", "niah": "s_niah"}
 
 

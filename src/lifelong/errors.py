@@ -48,5 +48,13 @@ class StateError(LifelongError):
     """A memory state that does not fit the module or file it meets."""
 
 
-class BudgetWarning(UserWarning):
+class LifelongWarning(UserWarning):
+    """Something the user should know, that did not stop the work. The CLI prints one line."""
+
+
+class BudgetWarning(LifelongWarning):
     """A memory over its token budget, used anyway (e.g. after the budget was lowered)."""
+
+
+class CheckpointWarning(LifelongWarning):
+    """A damaged checkpoint that was skipped for an earlier, intact one."""

@@ -31,14 +31,14 @@ def test_migrations_upgrade_an_older_store_and_keep_its_rows(store_url):
     old.close()
     new = open_store(store_url)
     latest = len(sqlite_backend.MIGRATIONS) if store_url.startswith("sqlite") else len(pg_backend.MIGRATIONS)
-    assert new.schema_version() == latest == 3
+    assert new.schema_version() == latest == 4
     with new.session("alice") as tx:
         assert [n.text for n in tx.notes()] == ["kept across upgrades"]
         assert tx.doc_search(["anything"], 5) == []  # the docs index now exists
         assert tx.doc_versions("a.md") == []  # and so do document versions
     new.close()
     again = open_store(store_url)  # reopening is a no-op
-    assert again.schema_version() == 3
+    assert again.schema_version() == 4
     again.close()
 
 

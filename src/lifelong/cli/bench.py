@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lifelong.cli.common import MODEL_HELP, console, err_console
@@ -98,7 +100,7 @@ def bench_run(
     console.print(table)
     stem = f"{model.stem}-{suite.replace(',', '+')}"
     json_path, png_path = ev.write_report(report, out, stem)
-    console.print(f"wrote {json_path} and {png_path}")
+    console.print(escape(f"wrote {json_path} and {png_path}"), highlight=False)
 
 @bench_app.command("sample")
 def bench_sample(
@@ -275,7 +277,7 @@ def bench_models_command(
     rows = []
     for path in configs:
         cfg = load_config(path)
-        console.print(f"measuring {cfg.name} ({cfg.model.kind}) …")
+        console.print(escape(f"measuring {cfg.name} ({cfg.model.kind}) …"), highlight=False)
         rows.append(
             measure_model(
                 cfg,
@@ -307,6 +309,74 @@ def bench_models_command(
     console.print(table)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+@bench_app.command("hope")
+def bench_hope_cmd(
+    compare: str = typer.Option("nested-learning", "--compare", help="peer library, or 'none'"),
+    dim: int = typer.Option(64, help="model width"),
+    layers: int = typer.Option(2, help="blocks"),
+    heads: int = typer.Option(4, help="attention / memory heads"),
+    cms_periods: str = typer.Option("16,64", help="CMS update periods (chunk sizes), comma-separated"),
+    selfmod_chunk: int = typer.Option(8, help="self-modifying Titans chunk size"),
+    batch: int = typer.Option(4, help="sequences per step"),
+    seq: int = typer.Option(128, help="tokens per sequence"),
+    repeats: int = typer.Option(3, help="measured repeats per side (interleaved)"),
+    warmup: int = typer.Option(1, help="unmeasured warm-up repeats"),
+    retrofit: bool = typer.Option(False, "--retrofit", help="also measure the retrofitted Gemma"),
+    retrofit_layers: str = typer.Option("14-17", help="the retrofit's layers"),
+    retrofit_levels: str = typer.Option("16,64", help="the retrofit's CMS chunk sizes"),
+    retrofit_lr: float = typer.Option(1e-5, help="the retrofit's inner learning rate"),
+    retrofit_tokens: int = typer.Option(512, help="tokens of prose the retrofit reads"),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the results here"),
+) -> None:
+    """Hope against nested-learning: matching outputs, training / inference tokens/s."""
+    import torch
+
+    from lifelong.atomic import atomic_write_text
+    from lifelong.bench import hope as hb
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    results: dict[str, Any] = {}
+    if compare.lower() not in ("", "none"):
+        if compare != "nested-learning":
+            raise ConfigError(f"unknown peer {compare!r}", hint="use --compare nested-learning or none")
+        results["outputs"] = [hb.compare_selfmod(chunk_memory=8, chunk_other=4),
+                              hb.compare_selfmod(chunk_memory=4, chunk_other=8)]
+        for r in results["outputs"]:
+            console.print(f"{r['component']}, chunks mem {r['chunk_memory']} / other {r['chunk_other']}: "
+                          f"max |Δ output| {r['max_abs_diff_output']:.2e} (scale {r['output_scale']:.2f}), "
+                          f"max |Δ memories| {r['max_abs_diff_memories']:.2e}")
+        cfg = hb.HopeBenchConfig(dim=dim, n_layers=layers, heads=heads,
+                                 cms_periods=[int(x) for x in cms_periods.split(",")],
+                                 selfmod_chunk=selfmod_chunk, batch=batch, seq=seq, repeats=repeats,
+                                 warmup=warmup)
+        speed = hb.measure_speed(cfg)
+        results["speed"] = speed
+        table = Table(title=f"Hope, dim {dim}, {layers} layers, batch {batch} × {seq}, "
+                            f"{speed['threads']} threads (tokens/s, medians)")
+        for col in ("", "nested-learning", "lifelong", "lifelong / peer"):
+            table.add_column(col, justify="right")
+        for name in ("train", "train_first_order", "infer", "infer_static"):
+            r = speed[name]
+            table.add_row(name, f"{r['peer_tok_s']:,.0f}", f"{r['lifelong_tok_s']:,.0f}",
+                          f"{r['speedup_median_pair']:.2f}×")
+        console.print(table)
+    if retrofit:
+        from lifelong.neural.retrofit import parse_layers
+
+        r = hb.measure_retrofit(parse_layers(retrofit_layers), tuple(int(x) for x in retrofit_levels.split(",")),
+                                retrofit_lr, retrofit_tokens)
+        results["retrofit"] = r
+        for key in ("static", "learning"):
+            x = r[key]
+            console.print(f"retrofit {key}: {x['tokens_per_s']:.1f} tok/s, session {x['session_mb']:.0f} MB "
+                          f"(weights {x['weights_mb']:.0f} MB), loss of the second half {x['nll_second_half']:.3f}")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(results, indent=2))
+    console.print(json.dumps(results))
 
 
 @bench_app.command("memory")
@@ -440,7 +510,7 @@ def bench_llm_cmd(
 ) -> None:
     """Prefill and decode tokens/s and load time of a model backend."""
     from lifelong.bench.llm import LlamaCppPythonLLM, bench_llms
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     spec = model or None
     openers = [lambda: load_llm(spec)]

@@ -119,6 +119,21 @@ def memory_options(*groups: str) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
+def load_llm(spec: str | None = None) -> Any:
+    """``lifelong.llm.load_llm``, with the backends that live in higher layers registered
+    first (``hf-cms:``, the retrofitted Gemma of ``lifelong.neural.retrofit``)."""
+    import importlib
+    import os
+
+    from lifelong.llm import load_llm as open_spec
+    from lifelong.llm.spec import backend_home
+
+    home = backend_home(spec or os.environ.get("LIFELONG_MODEL") or "local")
+    if home:
+        importlib.import_module(home)  # registers its backend
+    return open_spec(spec)
+
+
 class LazyModel:
     """Loads the model on first use. Loaded models are kept for the life of the
     process (one command per process from the shell; many when commands are
@@ -132,8 +147,6 @@ class LazyModel:
     @property
     def llm(self) -> Any:
         if self.spec not in self._loaded:
-            from lifelong.llm import load_llm
-
             self._loaded[self.spec] = load_llm(self.spec)
         return self._loaded[self.spec]
 
@@ -194,13 +207,27 @@ def print_json(obj: Any) -> None:
 
 
 def text_arg(text: str | None, file: Path | None) -> str:
-    """A command's text: the argument, ``--file``, or stdin."""
-    if text is not None and file is not None:
-        from lifelong.errors import ValidationError
+    """A command's text: the argument, ``--file``, or stdin; UTF-8, or a clear error."""
+    from lifelong.errors import NotFoundError, ValidationError
 
+    if text is not None and file is not None:
         raise ValidationError("give the text or --file, not both")
-    if file is not None:
-        return file.read_text(encoding="utf-8")
     if text is not None:
         return text
-    return sys.stdin.read()
+    if file is not None:
+        try:
+            data, where = file.read_bytes(), str(file)
+        except FileNotFoundError:
+            raise NotFoundError(f"no file {str(file)!r}", hint="check the path given to --file") from None
+        except OSError as exc:
+            raise ValidationError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+    else:
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:  # already text (a test's StringIO, an embedding program)
+            return sys.stdin.read()
+        data, where = stdin.read(), "stdin"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                              hint="convert it first, e.g. iconv -f latin1 -t utf-8 FILE") from None

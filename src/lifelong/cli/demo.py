@@ -31,9 +31,9 @@ def demo_cmd(
     keep: Annotated[Path | None, typer.Option(help="Keep the demo's memory and report in this folder.")] = None,
 ) -> None:
     """Show context memory at work on the embedded model (a few minutes on 2 cores)."""
+    from lifelong.cli.common import load_llm
     from lifelong.context import Docs, Notes, open_store
     from lifelong.context.session import Session, SessionConfig
-    from lifelong.llm import load_llm
     from lifelong.task import Task
 
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def demo_cmd(
         console.print(f"session 1 answered {escape(repr(out1.answer))} → {_mark(out1.score)}; "
                       f"feedback: {escape(out1.feedback[0]) if out1.feedback else '-'}")
         console.print("it wrote the note: " + escape(" | ".join(notes2.get(i).text for i in out1.notes_written)))
-        console.print(f"and documentation: {', '.join(out1.docs_written)} "
+        console.print(f"and documentation: {escape(', '.join(out1.docs_written))} "
                       f"({docs2.read(out1.docs_written[0]).total_chars if out1.docs_written else 0} characters)")
         second = Task(prompt="A new member joins the Blue team. Which code word must they use?",
                       check=contains("MARIGOLD"), family="acme", id="blue-2")

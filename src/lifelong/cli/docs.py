@@ -16,6 +16,7 @@ from lifelong.cli.common import (
     JsonOpt,
     MemoryArgs,
     console,
+    err_console,
     memory_options,
     print_json,
     text_arg,
@@ -30,7 +31,12 @@ docs_app = typer.Typer(help="Documentation: Markdown files a model reads on dema
 def docs_tree(as_json: JsonOpt = False, *, mem: MemoryArgs) -> None:
     """Every document with its description."""
     with mem.open() as c:
-        items = c.docs().tree()
+        docs = c.docs()
+        items = docs.tree()
+    if docs.unindexed:  # said on stderr, so --json output stays one document
+        err_console.print(escape(f"not indexed ({len(docs.unindexed)}), names that are no valid document "
+                                 f"path (not UTF-8, control characters, …): {', '.join(docs.unindexed[:10])}"
+                                 + (" …" if len(docs.unindexed) > 10 else "")), style="yellow", highlight=False)
     if as_json:
         print_json([asdict(d) for d in items])
         return
@@ -138,8 +144,8 @@ def docs_history(
     """Earlier versions of a document (restore one with `docs restore`)."""
     with mem.open() as c:
         versions = c.docs().history(path)
-    if as_json:
-        print_json([asdict(v) for v in versions])
+    if as_json:  # the text, not the stored bytes (the same unless the file was not UTF-8)
+        print_json([{k: x for k, x in asdict(v).items() if k != "data"} for v in versions])
         return
     table = Table("version", "replaced at", "by change", "author", "chars", box=None)
     for v in versions:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 learn_app = typer.Typer(help="The memory-learning protocol: do written memories help new instances?",
                         no_args_is_help=True)
@@ -47,11 +48,11 @@ def eval_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from lifelong.cli.common import load_llm
     from lifelong.learn.protocol import Protocol, ProtocolConfig
     from lifelong.learn.report import final_line, summarize, summary_table, write_report
     from lifelong.learn.strategies import get_strategy, strategy_names
     from lifelong.learn.suites import load_suite
-    from lifelong.llm import load_llm
 
     config = ProtocolConfig(
         episodes=episodes, readers=readers, seed=seed, max_tokens=max_tokens,
@@ -80,7 +81,7 @@ def eval_cmd(
         llm.close()
     report = write_report([out], out)
     console.print(summary_table(summaries))
-    console.print(f"report: {report['html']}")
+    console.print(escape(f"report: {report['html']}"), highlight=False)
     if len(summaries) == 1:
         print(final_line(summaries[0]))
     else:
@@ -101,7 +102,7 @@ def report_cmd(
     report = write_report(folders, out)
     console = Console()
     console.print(summary_table(report["summaries"]))
-    console.print(f"report: {report['html']}")
+    console.print(escape(f"report: {report['html']}"), highlight=False)
     for s in report["summaries"]:
         print(f"{s['strategy']}: {final_line(s)}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -22,7 +23,7 @@ def complete_cmd(
     stop: list[str] = typer.Option([], help="Stop string (repeatable)."),
 ) -> None:
     """Complete a prompt and print the continuation."""
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     llm = load_llm(model)
     try:
@@ -37,7 +38,7 @@ def complete_cmd(
 @llm_app.command("tokens")
 def tokens_cmd(text: str, model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP)) -> None:
     """Count the tokens of TEXT with the model's own tokenizer."""
-    from lifelong.llm import load_llm
+    from lifelong.cli.common import load_llm
 
     llm = load_llm(model)
     try:
@@ -56,7 +57,7 @@ def serve_cmd(
     from lifelong.serve.llm import serve_forever
 
     serve_forever(model, host=host, port=port, ready=lambda url: console.print(
-        f"serving {model} at {url}/v1  (spec: openai:{url}/v1#{model.split(':')[0]})", highlight=False))
+        escape(f"serving {model} at {url}/v1  (spec: openai:{url}/v1#{model.split(':')[0]})"), highlight=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,8 @@ import typer
 from rich.markup import escape
 
 from lifelong.cli.common import err_console
-from lifelong.errors import BudgetWarning, LifelongError
+from lifelong.errors import LifelongError, LifelongWarning
+from lifelong.redact import redact
 
 app = typer.Typer(
     name="lifelong",
@@ -38,9 +39,10 @@ _register_areas()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    # Warnings meant for users (a notes block over budget) read like the errors: one line.
-    if issubclass(category, BudgetWarning):
-        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    # Warnings meant for users (a notes block over budget, a damaged checkpoint
+    # skipped) read like the errors: one line.
+    if issubclass(category, LifelongWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(redact(str(message)))}", highlight=False)
     else:
         _default_show(message, category, filename, lineno, file, line)
 
@@ -50,12 +52,19 @@ _default_show = warnings.showwarning
 
 def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
+    # An argument that was not UTF-8 reaches Python as lone surrogates; echoing it
+    # (a usage error quotes it) must show it escaped, not crash the printer.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app(args=argv)
     except LifelongError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        # The message quotes what users, files and models wrote: never read it as
+        # markup ('[/x].md' is a path, not a closing tag), never show a secret.
+        err_console.print(f"[bold red]error:[/] {escape(redact(exc.message))}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]what to do:[/] {exc.hint}")
+            err_console.print(f"[yellow]what to do:[/] {escape(redact(exc.hint))}", highlight=False)
         sys.exit(1)
 
 

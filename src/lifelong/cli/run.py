@@ -47,7 +47,7 @@ def run_cmd(
     for nid in out.notes_written:
         console.print(f"[green]note written[/] [{nid}]")
     for path in out.docs_written:
-        console.print(f"[green]doc written[/] {path}")
+        console.print(f"[green]doc written[/] {escape(path)}")
     for w in out.warnings:
         console.print(f"[yellow]{escape(w)}[/]")
     if out.error:
@@ -105,7 +105,7 @@ def consolidate_cmd(
     for nid in r.plan.drops:
         console.print(f"  drop [{nid}]")
     for path, text in r.plan.docs:
-        console.print(f"  doc {path}: {escape(text)}")
+        console.print(f"  doc {escape(path)}: {escape(text)}")
     console.print(f"tokens_before={r.tokens_before} tokens_after={r.tokens_after}")
 
 

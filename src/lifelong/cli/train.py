@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 
 def train_command(
@@ -54,8 +55,8 @@ def train_command(
             atomic_write_bytes(result.out_dir / "loss.png", loss_curve_png(metrics, cfg.name))
         last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
         console.print(
-            f"[bold]{cfg.name}[/]: step {result.step}/{cfg.train.steps}, last loss {last}, "
-            f"{result.model.num_params():,} parameters → {result.out_dir}"
+            f"[bold]{escape(cfg.name)}[/]: step {result.step}/{cfg.train.steps}, last loss {last}, "
+            f"{result.model.num_params():,} parameters → {escape(str(result.out_dir))}"
         )
 
 
@@ -76,7 +77,7 @@ class StepBar:
         )
 
         self.progress = Progress(
-            TextColumn(f"[bold]{name}"),
+            TextColumn(f"[bold]{escape(name)}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),

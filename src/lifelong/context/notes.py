@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lifelong.atomic import atomic_write_text
-from lifelong.context.store.base import NoteEvent, NoteRow, Store, Tx, validate_namespace
+from lifelong.context.store.base import (
+    MAX_ID,
+    NoteEvent,
+    NoteRow,
+    Store,
+    Tx,
+    check_storable,
+    validate_namespace,
+)
 from lifelong.context.tags import check_tags
 from lifelong.errors import (
     BudgetExceededError,
@@ -272,6 +280,7 @@ class Notes:
         text, tokens = self._check_text(text)
         tags = check_tags(tags)
         author = self.model if model is None else model
+        self._check_provenance(author=author, session=session, task=task)
 
         def write(tx: Tx) -> AddResult:
             active = tx.active_texts()
@@ -307,6 +316,7 @@ class Notes:
         if not old:
             raise ValidationError("the text to replace is empty", hint="quote the exact words to change")
         author = self.model if model is None else model
+        self._check_provenance(author=author, session=session, task=task)
 
         def write(tx: Tx) -> Note:
             note = self._get(tx, note_id, need_active=True)
@@ -338,6 +348,7 @@ class Notes:
             raise ValidationError("supersede needs at least one note to replace")
         text, tokens = self._check_text(text)
         author = self.model if model is None else model
+        self._check_provenance(author=author, session=session, task=task)
 
         def write(tx: Tx) -> Note:
             olds = [self._get(tx, i, need_active=True) for i in ids]
@@ -368,6 +379,7 @@ class Notes:
                model: str | None = None) -> Note:
         """Soft delete: the note leaves the block; it and its history stay until ``purge``."""
         author = self.model if model is None else model
+        self._check_provenance(author=author, session=session, task=task, reason=reason)
 
         def write(tx: Tx) -> Note:
             note = self._get(tx, note_id, need_active=True)
@@ -385,6 +397,7 @@ class Notes:
                 model: str | None = None) -> Note:
         """Bring a deleted or superseded note back into the block (budget permitting)."""
         author = self.model if model is None else model
+        self._check_provenance(author=author, session=session, task=task)
 
         def write(tx: Tx) -> Note:
             note = self._get(tx, note_id)
@@ -453,7 +466,10 @@ class Notes:
 
     # -- internals -----------------------------------------------------------
     def _get(self, tx: Tx, note_id: int, *, need_active: bool = False) -> Note:
-        note = tx.note_get(int(note_id))
+        if isinstance(note_id, bool) or not isinstance(note_id, int):
+            raise ValidationError(f"a note id must be a whole number, got {note_id!r}")
+        # An id no store can hold (≤ 0, ≥ 2^63) names no note; never hand it to a driver.
+        note = tx.note_get(note_id) if 1 <= note_id <= MAX_ID else None
         if note is None:
             raise NotFoundError(f"no note {note_id} in namespace {self.namespace!r}",
                                 hint="list every note, deleted and superseded ones included")
@@ -467,6 +483,7 @@ class Notes:
     def _check_text(self, text: str) -> tuple[str, int]:
         if not isinstance(text, str) or not text.strip():
             raise ValidationError("a note cannot be empty", hint="write what a fresh instance would not know")
+        check_storable(text, "the note")
         text = text.strip()
         if len(text) > self.max_note_chars:
             raise ValidationError(
@@ -480,6 +497,11 @@ class Notes:
                 hint="keep notes short; put detail in documentation",
             )
         return text, tokens
+
+    @staticmethod
+    def _check_provenance(**values: str) -> None:
+        for name, value in values.items():
+            check_storable(value, name)
 
     def _fit(self, tx: Tx, op: str, before: list[tuple[int, str]], after: list[tuple[int, str]]) -> int:
         """Tokens of the block after a write; refuse a write that grows it past the budget.

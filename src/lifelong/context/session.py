@@ -41,6 +41,7 @@ from typing import Any
 from lifelong.atomic import atomic_write_text
 from lifelong.context.docs import page_end
 from lifelong.context.notes import ALL_NOTE_OPS
+from lifelong.context.store.base import MAX_ID as MAX_NOTE_ID
 from lifelong.context.tags import is_tag
 from lifelong.errors import (
     BudgetExceededError,
@@ -154,6 +155,7 @@ class Session:
         self.notes = notes
         self.config = config or SessionConfig()
         self.docs = docs if self.config.use_docs else None
+        self._bugs: list[str] = []  # unexpected errors met on the way (run() starts afresh)
 
     # -- public ----------------------------------------------------------------
     def run(self, task: Task | str) -> Outcome:
@@ -166,6 +168,7 @@ class Session:
         self._budget = _Budget()
         self._tool_calls = 0
         self._compactions = 0
+        self._bugs = []  # reported as warnings at the end
         transcript: list[Message] = []
         outcome = Outcome(session_id=sid, task_id=task.id or sid, answer="", score=None, attempts=0,
                           transcript=transcript)
@@ -175,6 +178,7 @@ class Session:
                 self._reflect(task, outcome)
         except ContextOverflowError as exc:
             outcome.error = f"context overflow: {exc.message}"
+        outcome.warnings += [f"bug: {b}" for b in self._bugs]
         outcome.prompt_tokens = self._budget.prompt
         outcome.completion_tokens = self._budget.completion
         outcome.context_tokens = self._budget.context
@@ -267,10 +271,9 @@ class Session:
             if command is None:
                 return _clean_answer(reply)
             verb, arg = command
-            offset = 0
+            offset: object = 0
             if verb == "READ" and re.fullmatch(r".+\s\d+", arg):
-                arg, _, off = arg.rpartition(" ")
-                offset = int(off)
+                arg, _, offset = arg.rpartition(" ")
             result = self._run_tool(task, verb, arg, offset)
             self._tool_calls += 1
             transcript.append({"role": "tool", "content": result})
@@ -300,36 +303,50 @@ class Session:
             for call in c.tool_calls:
                 verb = "READ" if call.name == "read" else "SEARCH"
                 arg = str(call.arguments.get("path") or call.arguments.get("query") or "")
-                result = self._run_tool(task, verb, arg, int(call.arguments.get("offset", 0) or 0))
+                result = self._run_tool(task, verb, arg, call.arguments.get("offset") or 0)
                 self._tool_calls += 1
                 transcript.append({"role": "tool", "content": result, "name": call.name})
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             tools = tools if len(messages) < 4 * (self.config.max_steps + 2) else None
         return ""
 
-    def _run_tool(self, task: Task, verb: str, arg: str, offset: int = 0) -> str:
-        """Run READ / SEARCH; errors become text the model can read and act on."""
+    def _run_tool(self, task: Task, verb: str, arg: str, offset: object = 0) -> str:
+        """Run READ / SEARCH; errors become text the model can read and act on.
+
+        What the model wrote is untrusted input: a path that names a folder, a
+        name too long for the disk, an offset that is no number -- each comes
+        back as an observation, and the session goes on."""
         try:
-            if verb == "READ":
-                path = arg.strip().strip("`'\"")
-                if path in task.environment:
-                    text = task.environment[path]
-                    if not 0 <= offset <= len(text):
-                        return f"(offset {offset} is outside {path}: {len(text)} characters)"
-                    end = page_end(text, offset, self.config.page_tokens, self.llm.count_tokens)
-                    chunk, more = text[offset:end], end < len(text)
-                elif self.docs is None:
-                    return f"(no file {path!r}; files: {', '.join(sorted(task.environment)) or 'none'})"
-                else:
-                    page = self.docs.read(path, offset, self.config.page_tokens)
-                    path, chunk, more, end = page.path, page.text, page.more, page.next_offset
-                return chunk.strip() + (f"\n(more: READ {path} {end})" if more else "")
-            if self.docs is None:
-                return "(no documentation to search)"
-            hits = self.docs.search(arg, limit=5)
-            return "\n".join(f"- {h.path}" for h in hits) or "(no matches)"
+            return self._tool(task, verb, arg, offset)
         except LifelongError as exc:
             return f"(error: {exc.message})"
+        except Exception as exc:  # a bug: the model still gets an answer, the run goes on
+            self._bugs.append(f"{verb} {arg[:80]!r} raised {exc!r}")
+            return f"(error: {verb} failed)"
+
+    def _tool(self, task: Task, verb: str, arg: str, offset: object) -> str:
+        try:
+            offset = int(offset)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return f"(error: offset {str(offset)[:40]!r} is not a whole number)"
+        if verb == "READ":
+            path = arg.strip().strip("`'\"")
+            if path in task.environment:
+                text = task.environment[path]
+                if not 0 <= offset <= len(text):
+                    return f"(offset {offset} is outside {path}: {len(text)} characters)"
+                end = page_end(text, offset, self.config.page_tokens, self.llm.count_tokens)
+                chunk, more = text[offset:end], end < len(text)
+            elif self.docs is None:
+                return f"(no file {path!r}; files: {', '.join(sorted(task.environment)) or 'none'})"
+            else:
+                page = self.docs.read(path, offset, self.config.page_tokens)
+                path, chunk, more, end = page.path, page.text, page.more, page.next_offset
+            return chunk.strip() + (f"\n(more: READ {path} {end})" if more else "")
+        if self.docs is None:
+            return "(no documentation to search)"
+        hits = self.docs.search(arg, limit=5)
+        return "\n".join(f"- {h.path}" for h in hits) or "(no matches)"
 
     def _complete(self, prompt: str | list[Message], *, max_tokens: int, stop: list[str] | None = None,
                   tools: Any = None) -> Completion:
@@ -362,7 +379,11 @@ class Session:
             c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
             written = c.text.strip()
             outcome.transcript.append({"role": "reflection", "content": written})
-            note_id = self._apply_note(written, task, sid, outcome)
+            try:
+                note_id = self._apply_note(written, task, sid, outcome)
+            except Exception as exc:  # a bug: the note is lost, not the session
+                self._bugs.append(f"note {written[:80]!r} raised {exc!r}")
+                note_id = None
             if note_id is not None:
                 outcome.notes_written.append(note_id)
         if self.docs is not None:
@@ -374,7 +395,14 @@ class Session:
             c = self._complete(prompt, max_tokens=self.config.doc_max_tokens, stop=["\n\n\n"])
             entry = _without_repeats(c.text.strip())
             outcome.transcript.append({"role": "reflection", "content": entry})
-            path = self._write_doc(task, outcome, entry)
+            try:
+                path = self._write_doc(task, outcome, entry)
+            except LifelongError as exc:  # e.g. the topic's file grew past its limit
+                outcome.warnings.append(f"doc not written: {exc.message}")
+                path = None
+            except Exception as exc:
+                self._bugs.append(f"doc entry raised {exc!r}")
+                path = None
             if path:
                 outcome.docs_written.append(path)
 
@@ -388,7 +416,11 @@ class Session:
         try:
             m = re.match(r"^(EDIT|DELETE)\s*\[?(\d+)\]?\s*:?\s*(.*)$", text, re.I)
             if m:
-                verb, nid, rest = m.group(1).upper(), int(m.group(2)), m.group(3).strip()
+                # Ids past 2^63 name no note (Notes says so); int() refuses thousands
+                # of digits, so an absurdly long one is cut to "past 2^63" first.
+                digits = m.group(2).lstrip("0") or "0"
+                nid = int(digits) if len(digits) <= 100 else MAX_NOTE_ID + 1
+                verb, rest = m.group(1).upper(), m.group(3).strip()
                 if verb == "DELETE" and "delete" in ops:
                     self.notes.delete(nid, reason="reflection", **meta)
                     return nid
@@ -436,7 +468,15 @@ class Session:
         path = Path(self.config.transcript_dir) / ns / f"{outcome.session_id}.json"
         record = {"task": {"id": task.id, "family": task.family, "prompt": task.prompt},
                   "model": getattr(self.llm, "name", ""), "outcome": outcome.to_dict()}
-        atomic_write_text(path, json.dumps(record, indent=1, ensure_ascii=False))
+        text = json.dumps(record, indent=1, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a reply held a lone surrogate: escape it, as JSON can
+            text = json.dumps(record, indent=1)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:  # the session's work is done; losing its record must not undo it
+            outcome.warnings.append(f"transcript not stored in {path.parent}: {exc.strerror or exc}")
 
 
 # -- the text protocol's prompt ------------------------------------------------------

@@ -12,7 +12,7 @@ TAG_RULE = "tags are 1-40 characters: letters, digits, _ . : / -"
 
 
 def is_tag(text: object) -> bool:
-    return isinstance(text, str) and TAG_RE.match(text) is not None
+    return isinstance(text, str) and TAG_RE.fullmatch(text) is not None
 
 
 def check_tags(tags: Sequence[str] | str) -> list[str]:

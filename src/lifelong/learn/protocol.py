@@ -38,6 +38,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import statistics
 import time
@@ -52,6 +53,8 @@ from lifelong.errors import ConfigError, LifelongError
 from lifelong.learn.strategies import MemoryFolder, Strategy
 from lifelong.learn.suites import Suite
 from lifelong.task import Task, TaskFamily
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -397,6 +400,9 @@ class Protocol:
         except LifelongError as exc:
             # One broken task fails its session, not the run.
             error = f"task {task.id}: {type(exc).__name__}: {exc.message}"
+        except Exception as exc:  # a bug met by one session: recorded, and the run goes on
+            log.exception("session of task %s failed", task.id)
+            error = f"task {task.id}: unexpected {type(exc).__name__}: {exc}"
         return session_record(
             strategy=self.strategy.name, episode=episode, role=role, index=index, relation=relation,
             task=task, outcome=outcome, note_tokens=note_tokens, doc_tokens=doc_tokens, error=error,

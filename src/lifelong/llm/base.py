@@ -8,6 +8,7 @@ tokenizer or the server's usage numbers, never from a character heuristic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -67,10 +68,21 @@ def render_messages(messages: Sequence[Message]) -> str:
 
 
 def check_messages(prompt: Prompt) -> None:
-    """Reject malformed chat input early, with a message that says what is wrong."""
+    """Reject malformed chat input early, with a message that says what is wrong
+    (text that is not UTF-8 -- lone surrogates from bytes of another encoding --
+    would otherwise fail deep inside a tokenizer or a JSON encoder)."""
     from lifelong.errors import ValidationError
 
+    def utf8(text: object, where: str) -> None:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValidationError(f"{where} is not valid UTF-8 (an undecodable byte at character "
+                                      f"{exc.start})", hint="decode the text as UTF-8 first") from None
+
     if isinstance(prompt, str):
+        utf8(prompt, "the prompt")
         return
     if not prompt:
         raise ValidationError("empty message list", hint="pass a prompt string or at least one message")
@@ -80,3 +92,13 @@ def check_messages(prompt: Prompt) -> None:
                 f"message {i} is not a dict with a 'role'",
                 hint='messages look like {"role": "user", "content": "..."}',
             )
+        utf8(m.get("content"), f"message {i}")
+
+
+def clean_text(text: str) -> str:
+    """A model's reply as valid text: a lone surrogate (JSON can carry one, a
+    server may send one) becomes U+FFFD instead of failing the next encode."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")

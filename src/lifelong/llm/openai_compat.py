@@ -9,17 +9,19 @@ from the server: its ``usage`` numbers, and its ``/tokenize`` endpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from lifelong.errors import ConfigError, ContextOverflowError, ModelError
-from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages
+from lifelong.llm.base import Completion, Prompt, ToolCall, check_messages, clean_text
+from lifelong.redact import redact, redact_url, remember
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -49,12 +51,17 @@ def parse_tool_calls(raw: Any) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+def _shorten(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class OpenAILLM:
     """A model behind an OpenAI-compatible HTTP API."""
 
     def __init__(self, base_url: str, model: str, config: OpenAIConfig | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"not an http(s) URL: {base_url!r}",
+            raise ConfigError(f"not an http(s) URL: {redact_url(base_url)!r}",
                               hint="use openai:http://HOST:PORT/v1#MODEL")
         self.config = config or OpenAIConfig()
         self.base_url = base_url.rstrip("/")
@@ -63,6 +70,8 @@ class OpenAILLM:
         self.model = model
         self.name = model
         key = os.environ.get("LIFELONG_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        remember(key)
+        self.shown_url = redact_url(self.base_url)  # what messages may show of the URL
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(timeout=self.config.timeout, headers=headers)
         self._context_window = self.config.context_window
@@ -75,11 +84,11 @@ class OpenAILLM:
                 r = self._http.request(method, url, **kw)
             except httpx.TimeoutException as exc:
                 if attempt == self.config.retries:
-                    raise ModelError(f"{url} did not answer within {self.config.timeout:g} s",
+                    raise ModelError(f"{redact_url(url)} did not answer within {self.config.timeout:g} s",
                                      hint="raise ?timeout=SECONDS or check the server's load") from exc
             except httpx.TransportError as exc:
                 if attempt == self.config.retries:
-                    raise ModelError(f"cannot reach the model server at {url}: {exc}",
+                    raise ModelError(f"cannot reach the model server at {redact_url(url)}: {redact(str(exc))}",
                                      hint="start the server (e.g. `lifelong llm serve`) or fix the URL") from exc
             else:
                 if r.status_code not in RETRY_STATUS or attempt == self.config.retries:
@@ -96,16 +105,32 @@ class OpenAILLM:
         if r.status_code >= 400:
             try:
                 err = r.json().get("error", r.text)
-            except ValueError:
+            except (ValueError, AttributeError):  # not JSON, or not an object
                 err = r.text
             msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            # A server may echo the request (headers included) in its error: never show the key.
+            msg = _shorten(redact(str(msg)))
             if "context" in msg.lower() and ("exceed" in msg.lower() or "length" in msg.lower()):
                 raise ContextOverflowError(msg, hint="shorten the prompt or use a model with a larger window")
             if r.status_code in (401, 403):
                 raise ModelError(f"the server refused the API key ({r.status_code}): {msg}",
                                  hint="set LIFELONG_API_KEY (or OPENAI_API_KEY)")
-            raise ModelError(f"{url} answered {r.status_code}: {msg}")
-        return r.json()
+            raise ModelError(f"{redact_url(url)} answered {r.status_code}: {msg}")
+        with self._reading("an answer"):
+            out = r.json()
+            if not isinstance(out, dict):
+                raise TypeError(f"a JSON {type(out).__name__}, not an object")
+            return out
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """A server's answer that is not what the OpenAI API says is a ModelError, not a KeyError."""
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(_shorten(redact(f"{self.shown_url} sent {what} lifelong cannot read "
+                                             f"({type(exc).__name__}: {exc})"), 300),
+                             hint="check that the URL is an OpenAI-compatible API (…/v1)") from None
 
     # -- the protocol -----------------------------------------------------
     @property
@@ -115,6 +140,10 @@ class OpenAILLM:
         return self._context_window
 
     def _discover_context_window(self) -> int:
+        with self._reading("a model description"):
+            return self._context_window_from_server()
+
+    def _context_window_from_server(self) -> int:
         r = self._request("GET", f"{self.root_url}/props")
         if r.status_code == 200:
             props = r.json()
@@ -128,10 +157,14 @@ class OpenAILLM:
                     n = m.get("max_model_len") or (m.get("meta") or {}).get("n_ctx_train")
                     if n:
                         return int(n)
-        raise ConfigError(f"the server at {self.base_url} does not say its context window",
+        raise ConfigError(f"the server at {self.shown_url} does not say its context window",
                           hint="add it to the spec, e.g. openai:URL#MODEL?ctx=8192")
 
     def count_tokens(self, text: str) -> int:
+        with self._reading("a token count"):
+            return self._count_tokens(text)
+
+    def _count_tokens(self, text: str) -> int:
         r = self._request("POST", f"{self.root_url}/tokenize", json={"content": text, "add_special": False})
         if r.status_code == 200 and "tokens" in r.json():
             return len(r.json()["tokens"])
@@ -139,7 +172,7 @@ class OpenAILLM:
                           json={"model": self.model, "prompt": text, "add_special_tokens": False})
         if r.status_code == 200 and "count" in r.json():
             return int(r.json()["count"])
-        raise ModelError(f"the server at {self.root_url} has no /tokenize endpoint to count tokens",
+        raise ModelError(f"the server at {redact_url(self.root_url)} has no /tokenize endpoint to count tokens",
                          hint="use a server with one (llama.cpp, vLLM); lifelong does not guess counts")
 
     def complete(
@@ -164,30 +197,32 @@ class OpenAILLM:
             if tools:
                 raise ConfigError("native tool calls need chat messages", hint="pass a list of messages")
             out = self._post_json(f"{self.base_url}/completions", {**body, "prompt": prompt})
-            choice = out["choices"][0]
-            text, calls = choice.get("text", ""), ()
         else:
             if tools:
                 body["tools"] = list(tools)
             out = self._post_json(f"{self.base_url}/chat/completions", {**body, "messages": list(prompt)})
+        with self._reading("a completion"):
+            usage = out.get("usage") or {}
+            if "prompt_tokens" not in usage:
+                raise ModelError(f"{self.shown_url} returned no usage numbers",
+                                 hint="lifelong needs the server's token counts; use a server that reports usage")
             choice = out["choices"][0]
-            message = choice.get("message") or {}
-            text, calls = message.get("content") or "", parse_tool_calls(message.get("tool_calls"))
-        usage = out.get("usage") or {}
-        if "prompt_tokens" not in usage:
-            raise ModelError(f"{self.base_url} returned no usage numbers",
-                             hint="lifelong needs the server's token counts; use a server that reports usage")
-        return Completion(
-            text=text,
-            prompt_tokens=int(usage["prompt_tokens"]),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
-            tool_calls=calls,
-            latency_s=time.perf_counter() - t0,
-        )
+            if isinstance(prompt, str):
+                text, calls = choice.get("text") or "", ()
+            else:
+                message = choice.get("message") or {}
+                text, calls = message.get("content") or "", parse_tool_calls(message.get("tool_calls"))
+            return Completion(
+                text=clean_text(str(text)),
+                prompt_tokens=int(usage["prompt_tokens"]),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+                tool_calls=calls,
+                latency_s=time.perf_counter() - t0,
+            )
 
     def close(self) -> None:
         self._http.close()
 
     def __repr__(self) -> str:
-        return f"OpenAILLM({self.base_url!r}, model={self.model!r})"
+        return f"OpenAILLM({self.shown_url!r}, model={self.model!r})"

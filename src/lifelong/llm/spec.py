@@ -4,6 +4,9 @@
     llamacpp:PATH                any GGUF file, in-process (llama.cpp)
     openai:URL#MODEL             an OpenAI-compatible server (vLLM, llama.cpp, Ollama, hosted)
     hf:PATH                      transformers (a model folder or a .gguf; hf:local = embedded)
+    hf-cms:PATH?layers=…&levels=…  the same, with CMS levels that learn in context in place of
+                                 the chosen layers' MLPs (``lifelong.neural.retrofit``; a
+                                 backend that a higher layer registers, see ``register_backend``)
 
 Options follow a ``?``: ``local?ctx=16384&threads=2``,
 ``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``,
@@ -19,15 +22,33 @@ from urllib.parse import parse_qsl
 
 from lifelong.errors import ConfigError
 from lifelong.llm.base import LLM
+from lifelong.redact import redact_url
 
-FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH (options after '?', e.g. local?ctx=16384, "
-         "hf:local?adapter=NAMESPACE)")
+FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH, hf-cms:PATH "
+         "(options after '?', e.g. local?ctx=16384, hf:local?adapter=NAMESPACE)")
+
+# Backends that live above this layer (they build torch models from ``lifelong.neural``)
+# register an opener here: kind -> opener(target, query, spec). Importing their module
+# registers them; the CLI does that for every spec it is given.
+_BACKENDS: dict[str, Any] = {}
+_BACKEND_HOMES = {"hf-cms": "lifelong.neural.retrofit"}  # kind -> the module that registers it
+
+
+def backend_home(spec: str) -> str | None:
+    """The module to import before ``load_llm(spec)`` when its backend registers itself."""
+    return _BACKEND_HOMES.get(_split(spec.strip())[0])
+
+
+def register_backend(kind: str, opener: Any) -> None:
+    """Make ``load_llm("KIND:TARGET?QUERY")`` call ``opener(target, query, spec)``."""
+    _BACKENDS[kind] = opener
 
 _ALIASES = {"ctx": "context_window"}
 
 
 def _options(query: str, allowed: dict[str, type], spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    spec = redact_url(spec)  # what the messages below show
     for key, value in parse_qsl(query, keep_blank_values=True):
         key = _ALIASES.get(key, key)
         if key not in allowed:
@@ -98,7 +119,7 @@ def load_llm(spec: str | None = None) -> LLM:
 
         url_part, sep, model_part = rest.partition("#")
         if not sep or not model_part:
-            raise ConfigError(f"openai spec needs a model name after '#': {spec!r}",
+            raise ConfigError(f"openai spec needs a model name after '#': {redact_url(spec)!r}",
                               hint="openai:http://127.0.0.1:8080/v1#MODEL")
         model, _, query = model_part.partition("?")
         # The URL may be written as openai://host… or openai:http://host…
@@ -106,6 +127,12 @@ def load_llm(spec: str | None = None) -> LLM:
         cfg = OpenAIConfig(**_options(query, {"context_window": int, "timeout": float, "retries": int,
                                                "backoff": float}, spec))
         return OpenAILLM(url, model, cfg)
+    if kind in _BACKEND_HOMES and kind not in _BACKENDS:
+        raise ConfigError(f"the {kind}: backend is not loaded",
+                          hint=f"import {_BACKEND_HOMES[kind]} first (the lifelong CLI does)")
+    if kind in _BACKENDS:
+        target, _, query = rest.partition("?")
+        return _BACKENDS[kind](target, query, spec)
     if kind == "hf":
         from lifelong.llm.hf import HFLLM
 
@@ -114,4 +141,4 @@ def load_llm(spec: str | None = None) -> LLM:
         if not target:
             raise ConfigError("hf: needs a path", hint="hf:/path/to/model-folder, hf:model.gguf or hf:local")
         return HFLLM(target, **opts)
-    raise ConfigError(f"unknown model spec {spec!r}", hint=f"use one of: {FORMS}")
+    raise ConfigError(f"unknown model spec {redact_url(spec)!r}", hint=f"use one of: {FORMS}")

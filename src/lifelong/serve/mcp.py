@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -42,9 +43,11 @@ from pydantic import Field
 from lifelong.context.docs import Docs
 from lifelong.context.notes import Note, Notes, render_notes
 from lifelong.errors import ConfigError, LifelongError
+from lifelong.redact import redact
 
 SERVER_NAME = "lifelong"
 DEFAULT_PAGE_TOKENS = 1024
+log = logging.getLogger(__name__)
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 INSTRUCTIONS = """\
@@ -162,7 +165,15 @@ def build_server(notes: Notes, docs: Docs, *, name: str = SERVER_NAME,
                     except LifelongError as exc:
                         # Anticipated: the client's model reads what went wrong and what to do.
                         hint = f"\nWhat to do: {exc.hint}" if exc.hint else ""
-                        raise ToolError(exc.message + hint) from None
+                        raise ToolError(redact(exc.message + hint)) from None
+                    except Exception as exc:
+                        # A bug, but the client still learns what failed (not an empty
+                        # "Error executing tool"), the traceback goes to the server's log,
+                        # and the server keeps running.
+                        log.exception("tool %s failed", fn.__name__)
+                        raise ToolError(redact(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+                                        + "\nWhat to do: this is a bug in lifelong; please report "
+                                        "it with the server's log") from None
 
             # The docstring, dedented and unwrapped, is the description the client's model reads.
             description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())

@@ -41,7 +41,7 @@ from lifelong.neural.lm import CausalLM, build_model
 from lifelong.train.checkpoint import (
     checkpoint_dir,
     latest_checkpoint,
-    restore_trainer,
+    resume_latest,
     save_checkpoint,
 )
 from lifelong.train.config import RunConfig
@@ -198,12 +198,11 @@ def train(
             hint="pass --resume to continue it, or choose another out_dir (--out-dir)",
         )
     if resume:
-        ckpt = latest_checkpoint(out_dir)
-        if ckpt is None:
+        if latest_checkpoint(out_dir) is None:
             raise NotFoundError(
                 f"nothing to resume in {out_dir}", hint="start the run without resuming first"
             )
-        step = restore_trainer(ckpt, model, optimizer, scheduler, data_gen, device)
+        step = resume_latest(out_dir, model, optimizer, scheduler, data_gen, device)
 
     ddp_model: torch.nn.Module = model
     if dist_.world > 1:

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from lifelong.errors import NotFoundError, ValidationError
+from lifelong.redact import redact_url
 
 NOTE_STATUSES = ("active", "superseded", "deleted")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -28,12 +29,41 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def validate_namespace(name: str) -> str:
     """Namespaces name tenants/agents and double as folder names, so keep them plain."""
-    if not isinstance(name, str) or not _NAMESPACE_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAMESPACE_RE.fullmatch(name) or name in (".", ".."):
         raise ValidationError(
             f"invalid namespace {name!r}",
             hint="use 1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit",
         )
     return name
+
+
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers on both backends
+
+
+def check_storable(text: str, what: str) -> str:
+    """``text`` if both backends store it as it is, else a ValidationError: no NUL
+    (PostgreSQL refuses it, SQLite would keep it) and nothing that is not UTF-8
+    (a lone surrogate, e.g. from a file name or argv that was not UTF-8)."""
+    if not isinstance(text, str):
+        raise ValidationError(f"{what} must be text, got {type(text).__name__}")
+    if "\x00" in text:
+        raise ValidationError(f"{what} contains a NUL character (\\x00)",
+                              hint="remove the NUL bytes; stored text cannot hold them")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} is not valid UTF-8 (an undecodable byte at character {exc.start})",
+                              hint="convert it to UTF-8 first (e.g. iconv -t UTF-8)") from None
+    return text
+
+
+def check_id(value: object, what: str = "note") -> int:
+    """A row id as the stores hold them (1 … 2^63 − 1), else NotFoundError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} id must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_ID:
+        raise NotFoundError(f"no {what} {value}", hint=f"{what} ids are whole numbers from 1")
+    return value
 
 
 @dataclass
@@ -88,7 +118,10 @@ class DocRow:
 
 @dataclass
 class DocVersion:
-    """A document's content as it was before a change replaced it."""
+    """A document's content as it was before a change replaced it.
+
+    ``data`` is the file's exact bytes; ``text`` is them as text (with U+FFFD
+    for bytes that are not UTF-8, in a file a person saved in another encoding)."""
 
     id: int
     path: str
@@ -98,6 +131,19 @@ class DocVersion:
     model: str = ""
     session: str = ""
     task: str = ""
+    data: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            self.data = self.text.encode("utf-8")
+
+    def is_text(self) -> bool:
+        """Whether ``text`` is the content exactly (the bytes are UTF-8)."""
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
 
 
 @dataclass
@@ -215,7 +261,7 @@ class Store(ABC):
 
     def redacted_url(self) -> str:
         # Never echo a password into an error message or a log.
-        return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", self.url)
+        return redact_url(self.url)
 
     def __enter__(self) -> Store:
         return self

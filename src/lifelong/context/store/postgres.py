@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
-from lifelong.context.store.sql import SqlTx, migrate
+from lifelong.context.store.sql import SqlTx, compress_versions, migrate
 from lifelong.errors import ConfigError, StoreError
+from lifelong.redact import redact
 
 MIGRATIONS: list[list[str]] = [
     [  # 1: namespaces, notes and their history
@@ -65,6 +66,10 @@ MIGRATIONS: list[list[str]] = [
             model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
             task TEXT NOT NULL DEFAULT '')""",
         "CREATE INDEX doc_versions_by_path ON doc_versions (namespace, path, id)",
+    ],
+    [  # 4: versions kept zlib-compressed; those kept as text before are compressed here
+        "ALTER TABLE doc_versions ADD COLUMN data BYTEA",
+        lambda execute: compress_versions(execute, "%s"),
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -117,16 +122,27 @@ class PostgresStore(Store):
             raise ConfigError("PostgreSQL store needs psycopg 3",
                               hint="pip install 'lifelong[postgres]'") from exc
         self.url = url
+        self.redacted_url()  # remembers the password, so no message shows it
+        authority = url.split("://", 1)[-1].split("?", 1)[0]
+        if authority.count("@") > 1 or "/" in authority.rpartition("@")[0]:
+            # libpq would cut the URL elsewhere and quote a piece of the password as a host.
+            raise ConfigError(f"the store URL {self.redacted_url()} has '@' or '/' in its user or password",
+                              hint="percent-encode them in the URL: '@' as %40, '/' as %2F")
         self._psycopg = psycopg
         try:
             self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {self.redacted_url()}: {exc}".strip(),
+        except (psycopg.Error, ValueError) as exc:  # ValueError: a URL libpq cannot parse
+            raise StoreError(f"cannot connect to {self.redacted_url()}: {redact(str(exc))}".strip(),
                              hint="check the URL and that the server is running") from exc
         self._lock = threading.RLock()
         self._migrate(SCHEMA_VERSION if migrate_to is None else migrate_to)
 
     def _migrate(self, target: int) -> None:
+        with self._lock:
+            # Read first: an up-to-date store is opened without taking any lock.
+            found = self.conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+            if found and self.schema_version() == target:
+                return
         with self._lock, self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             migrate(self.conn.execute, MIGRATIONS, target, self.redacted_url())
@@ -165,7 +181,7 @@ class PostgresStore(Store):
                         self.conn.execute("SELECT 1 FROM namespaces WHERE name = %s FOR UPDATE", (namespace,))
                     yield PostgresTx(self.conn, namespace)
             except self._psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL store {self.redacted_url()} failed: {exc}",
+                raise StoreError(f"PostgreSQL store {self.redacted_url()} failed: {redact(str(exc))}",
                                  hint="check that the server is reachable; nothing was written") from exc
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ and the full-text index of the documentation.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,12 +35,44 @@ def event_of(r: tuple) -> NoteEvent:
     )
 
 
-def migrate(execute: Callable[[str], Any], migrations: Sequence[Sequence[str]], target: int,
+# Earlier versions of documents are stored zlib-compressed: a document rewritten
+# many times is mostly the same prose again, and prose compresses 3-4x.
+VERSION_COMPRESSION = 6
+Migration = Sequence["str | Callable[[Callable[..., Any]], None]"]
+
+
+def pack_version(data: bytes) -> bytes:
+    return zlib.compress(data, VERSION_COMPRESSION)
+
+
+def unpack_version(text: str, data: bytes | None) -> bytes:
+    """A stored version's bytes: compressed ``data`` (schema 4 on), else the ``text``
+    column that versions were kept in before."""
+    return zlib.decompress(data) if data is not None else text.encode("utf-8")
+
+
+def compress_versions(execute: Callable[..., Any], mark: str = "?", batch: int = 64) -> None:
+    """Migration step: move versions kept as text into the compressed column,
+    a batch at a time (a store may hold gigabytes of them)."""
+    last = 0
+    while True:
+        rows = execute(f"SELECT id, text FROM doc_versions WHERE id > {mark} AND data IS NULL"
+                       f" ORDER BY id LIMIT {batch:d}", (last,)).fetchall()
+        if not rows:
+            return
+        for row_id, text in rows:
+            execute(f"UPDATE doc_versions SET data = {mark}, text = '' WHERE id = {mark}",
+                    (pack_version(text.encode("utf-8")), row_id))
+        last = rows[-1][0]
+
+
+def migrate(execute: Callable[..., Any], migrations: Sequence[Migration], target: int,
             where: str) -> None:
     """Bring the schema to version ``target``, inside the caller's transaction.
 
-    Version ``n`` is the state after ``migrations[:n]``; a store newer than
-    this code is refused rather than touched."""
+    Version ``n`` is the state after ``migrations[:n]``; a step is SQL, or a
+    function of ``execute`` for what SQL alone cannot do (compressing rows). A
+    store newer than this code is refused rather than touched."""
     execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = execute("SELECT version FROM schema_version").fetchone()
     if row is None:
@@ -50,7 +83,10 @@ def migrate(execute: Callable[[str], Any], migrations: Sequence[Sequence[str]], 
                          hint="upgrade lifelong to open this store")
     for version in range(current, target):
         for stmt in migrations[version]:
-            execute(stmt)
+            if callable(stmt):
+                stmt(execute)
+            else:
+                execute(stmt)
         execute(f"UPDATE schema_version SET version = {version + 1:d}")
 
 
@@ -153,15 +189,20 @@ class SqlTx(Tx):
 
     def doc_version_insert(self, v: DocVersion) -> int:
         return self._insert(
-            "INSERT INTO doc_versions (namespace, path, at, change, text, model, session, task)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            v.path, v.at, v.change, v.text, v.model, v.session, v.task,
+            "INSERT INTO doc_versions (namespace, path, at, change, text, data, model, session, task)"
+            " VALUES (?, ?, ?, ?, '', ?, ?, ?, ?)",
+            v.path, v.at, v.change, pack_version(v.data), v.model, v.session, v.task,
         )
 
     def doc_versions(self, path: str) -> list[DocVersion]:
         rows = self._q(
-            "SELECT id, path, at, change, text, model, session, task FROM doc_versions"
+            "SELECT id, path, at, change, text, data, model, session, task FROM doc_versions"
             " WHERE namespace = ? AND path = ? ORDER BY id",
             path,
         ).fetchall()
-        return [DocVersion(*r) for r in rows]
+        out = []
+        for r in rows:
+            data = unpack_version(r[4], None if r[5] is None else bytes(r[5]))
+            out.append(DocVersion(r[0], r[1], r[2], r[3], data.decode("utf-8", errors="replace"),
+                                  r[6], r[7], r[8], data=data))
+        return out

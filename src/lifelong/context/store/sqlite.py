@@ -9,6 +9,7 @@ read-check-write sequence can never interleave with another writer's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lifelong.context.store.base import DocRow, SearchHit, Store, validate_namespace
-from lifelong.context.store.sql import SqlTx, migrate
+from lifelong.context.store.sql import SqlTx, compress_versions, migrate
 from lifelong.errors import StoreError
 
 # Each entry moves the schema from version i to i + 1. Append, never edit:
@@ -68,6 +69,10 @@ MIGRATIONS: list[list[str]] = [
             model TEXT NOT NULL DEFAULT '', session TEXT NOT NULL DEFAULT '',
             task TEXT NOT NULL DEFAULT '')""",
         "CREATE INDEX doc_versions_by_path ON doc_versions (namespace, path, id)",
+    ],
+    [  # 4: versions kept zlib-compressed; those kept as text before are compressed here
+        "ALTER TABLE doc_versions ADD COLUMN data BLOB",
+        lambda execute: compress_versions(execute, "?"),
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -146,36 +151,69 @@ class SqliteStore(Store):
         self._lock = threading.RLock()  # one connection, shared by threads one at a time
         self._migrate(SCHEMA_VERSION if migrate_to is None else migrate_to)
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's own errors (a damaged file, a full disk, a lock held too long) as StoreError."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(f"SQLite store {self.path} is busy: {exc}",
+                                 hint="another process holds the write lock; retry") from exc
+            raise StoreError(f"SQLite store {self.path} failed: {exc}",
+                             hint="check the disk (space, permissions); nothing was written") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite store {self.path} is damaged: {exc}",
+                             hint="restore it from a backup; `sqlite3 FILE .recover` may save what is "
+                             "left") from exc
+
+    def _stored_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise
+        return int(row[0]) if row else 0
+
     def _migrate(self, target: int) -> None:
-        with self._lock:
+        with self._lock, self._errors():
+            # Read first: an up-to-date store needs no write lock, so opening one
+            # never waits behind a writer (WAL lets readers run beside it).
+            if self._stored_version() == target:
+                return
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 migrate(self.conn.execute, MIGRATIONS, target, str(self.path))
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
 
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse even this
+            self.conn.execute("ROLLBACK")
+
     def schema_version(self) -> int:
-        with self._lock:
+        with self._lock, self._errors():
             return int(self.conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
     def optimize(self) -> None:
-        with self._lock:
+        with self._lock, self._errors():
             self.conn.execute("INSERT INTO docs_fts (docs_fts) VALUES ('optimize')")
             self.conn.execute("PRAGMA optimize")
 
     def namespaces(self) -> list[str]:
-        with self._lock:
+        with self._lock, self._errors():
             return [r[0] for r in self.conn.execute("SELECT name FROM namespaces ORDER BY name")]
 
     def has_namespace(self, name: str) -> bool:
-        with self._lock:
+        with self._lock, self._errors():
             return self.conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
 
     def create_namespace(self, name: str) -> None:
         validate_namespace(name)
-        with self._lock:
+        with self._lock, self._errors():
             self.conn.execute(
                 "INSERT OR IGNORE INTO namespaces (name, created) VALUES (?, ?)", (name, time.time())
             )
@@ -184,21 +222,24 @@ class SqliteStore(Store):
     def session(self, namespace: str, write: bool = False) -> Iterator[SqliteTx]:
         self.require_namespace(namespace)
         with self._lock:
-            try:
+            with self._errors():
                 self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"SQLite store {self.path} is busy: {exc}",
-                                 hint="another process holds the write lock; retry") from exc
             try:
-                yield SqliteTx(self.conn, namespace)
+                with self._errors():
+                    yield SqliteTx(self.conn, namespace)
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
-                self.conn.execute("COMMIT")
+                try:
+                    with self._errors():
+                        self.conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
 
     def integrity_check(self) -> str:
-        with self._lock:
+        with self._lock, self._errors():
             return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from lifelong.errors import ConfigError
+from lifelong.validate import check_fields
 
 
 def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
@@ -42,8 +43,9 @@ class NeuralMemoryConfig:
     max_momentum: float = 1.0  # η_t ∈ (0, max_momentum)
 
     def __post_init__(self) -> None:
+        check_fields(self, "NeuralMemoryConfig")  # `dim="64"`, `chunk_size=2.5`, `max_lr=nan` are refused
         for name in ("dim", "heads", "head_dim", "depth", "chunk_size", "conv_kernel"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ConfigError(
                     f"NeuralMemoryConfig.{name} must be ≥ 1, got {getattr(self, name)}",
                     hint=f"set {name} to a positive integer",
@@ -54,7 +56,7 @@ class NeuralMemoryConfig:
                 hint="use gates='chunk' (α, η per chunk) or gates='token' (per token)",
             )
         if self.max_lr is None:
-            self.max_lr = stable_max_lr(int(self.chunk_size), self.gates)
+            self.max_lr = stable_max_lr(self.chunk_size, self.gates)
         if not 0.0 < self.max_momentum <= 1.0:
             raise ConfigError(
                 f"NeuralMemoryConfig.max_momentum must be in (0, 1], got {self.max_momentum}",

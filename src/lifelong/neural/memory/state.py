@@ -218,9 +218,20 @@ class MemoryState:
             ) from exc
         B = state.batch_size
         for name, t in state._tensors().items():
-            if t.shape[0] != B:
+            if t.dim() == 0 or t.shape[0] != B:
                 raise StateError(
-                    f"memory state file {p}: tensor {name} has batch {t.shape[0]}, expected {B}",
+                    f"memory state file {p}: tensor {name} has shape {tuple(t.shape)}, expected batch {B}",
                     hint="the file is inconsistent; restore it from a backup",
                 )
+            # A memory that diverged (or a damaged file) would make every retrieve()
+            # return NaN, silently, and the error would surface far from here.
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise StateError(
+                    f"memory state file {p}: tensor {name} holds NaN or infinite values",
+                    hint="the memory diverged before it was saved (lower max_lr) or the file is "
+                    "damaged; restore it from a backup or start from a fresh state",
+                )
+        if state.position.dtype != torch.int64:
+            raise StateError(f"memory state file {p}: position is {state.position.dtype}, not int64",
+                             hint="the file is inconsistent; restore it from a backup")
         return state
