@@ -45,7 +45,7 @@ data (written whole), then checkpoints (adapter + optimizer state) every
 adapter becomes a version and then the current one
 (:class:`lifelong.llm.adapters.AdapterStore`), so the previous adapter serves
 until then. Run again to resume an interrupted round from its last checkpoint
-(the result equals an uninterrupted run), or pass ``rollback=True`` to discard
+(the result equals an uninterrupted run; nothing in a checkpoint is a pickle), or pass ``rollback=True`` to discard
 it. Retiring consolidated notes is a soft delete with a reason that names the
 version; :func:`use_version` moves back to an earlier version and restores the
 notes the later versions had retired.
@@ -749,9 +749,33 @@ def _student(hf: Any, current: AdapterVersion | None, work: Path, cfg: DistillCo
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     if start:
-        # weights_only: the optimizer state is tensors and numbers, never code
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(_load_optimizer(ckpt))
     return model, optimizer, start
+
+
+def _save_optimizer(folder: Path, optimizer: Any) -> None:
+    """The optimizer state as safetensors + JSON (the house's no-pickle trainer format)."""
+    from safetensors.torch import save
+
+    from lifelong.train.checkpoint import encode_state
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode_state(optimizer.state_dict(), tensors)
+    (folder / "optimizer.safetensors").write_bytes(save(tensors))
+    atomic_write_text(folder / "optimizer.json", json.dumps(tree))
+
+
+def _load_optimizer(folder: Path) -> Any:
+    from safetensors.torch import load
+
+    from lifelong.train.checkpoint import decode_state
+
+    try:
+        tensors = load((folder / "optimizer.safetensors").read_bytes())
+        return decode_state(json.loads((folder / "optimizer.json").read_text(encoding="utf-8")), tensors)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"the checkpoint in {folder} is damaged: {exc}",
+                          hint="discard the unfinished round with --rollback") from exc
 
 
 def _save_checkpoint(model: Any, optimizer: Any, step: int, work: Path) -> None:
@@ -759,7 +783,7 @@ def _save_checkpoint(model: Any, optimizer: Any, step: int, work: Path) -> None:
     tmp = work / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _save_optimizer(tmp, optimizer)
     atomic_write_text(tmp / "state.json", json.dumps({"step": step}))
     old = work / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
