@@ -5,6 +5,7 @@
 - ``memory``: the neural memory's speed, against titans-pytorch in the same run.
 - ``llm``: load time, prefill and decode tokens/s of a model backend.
 - ``store``: notes render and docs search latency, writes/s on SQLite and PostgreSQL.
+- ``consolidate``: notes → weights: readers with notes vs with the consolidated adapter vs neither.
 """
 
 from __future__ import annotations
@@ -573,3 +574,62 @@ def bench_store_cmd(
     console.print("last line: SQLite figures (the default store)", style="dim")
     print(f"render_ms={s.render_ms:.2f} search_p50_ms={s.search_p50_ms:.2f} "
           f"search_p99_ms={s.search_p99_ms:.2f} writes_s={s.writes_s:.0f}")
+
+
+@bench_app.command("consolidate")
+def bench_consolidate_cmd(
+    seeds: Annotated[str, typer.Option(help="Onboarding world seeds, comma-separated (held out: the "
+                                       "protocol's runs use 0).")] = "100",
+    rounds: Annotated[int, typer.Option(min=1, help="Consolidation rounds (the conventions split into them).")] = 3,
+    readers: Annotated[int, typer.Option("--readers-per-fact", min=1, help="Reader tasks per convention.")] = 3,
+    dissimilar: Annotated[int, typer.Option(min=0, help="Dissimilar reader tasks per condition.")] = 20,
+    recorded: Annotated[int, typer.Option("--recorded-per-fact", min=0,
+                                          help="Recorded task prompts per convention given to the round.")] = 1,
+    raw: Annotated[bool, typer.Option(help="Also train the raw-note-text baseline.")] = True,
+    model: Annotated[str, typer.Option("--model", "-m", help="A transformers spec.")] = "hf:local",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of a round.")] = 3,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-4,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
+    questions: Annotated[int, typer.Option(min=0, help="Model-written questions per note.")] = 4,
+    general: Annotated[int, typer.Option(min=0, help="Model-written general questions per round.")] = 8,
+    replay: Annotated[float, typer.Option(min=0.0, help="Replayed earlier examples per new one.")] = 1.0,
+    out: Annotated[Path, typer.Option(help="Output folder (records.jsonl, adapters, stores).")] = Path(
+        "consolidate-bench"),
+) -> None:
+    """Readers with notes in context vs with the consolidated adapter (and the raw-text
+    baseline) vs neither, after each consolidation round; prints one line per round."""
+    from lifelong.bench.consolidation import ConsolidationBenchConfig, run
+    from lifelong.train.distill import DistillConfig
+
+    try:
+        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"bad --seeds {seeds!r}", hint="comma-separated integers, e.g. 100,101") from None
+    dcfg = DistillConfig(epochs=epochs, lr=lr, rank=rank, questions_per_note=questions, general_prompts=general,
+                         replay=replay)
+    raw_cfg = DistillConfig(objective="raw", batch_size=1, lr=lr, rank=rank, replay=replay)
+    cfg = ConsolidationBenchConfig(seeds=seed_list, rounds=rounds, readers_per_fact=readers,
+                                   dissimilar=dissimilar, recorded_per_fact=recorded, raw_baseline=raw,
+                                   model=model, distill=dcfg, raw=raw_cfg)
+
+    def show(rec: dict[str, Any]) -> None:
+        if rec.get("condition") == "total":
+            return
+        train = f" steps={rec['steps']} train_s={rec['train_s']} bytes={rec['adapter_bytes']}" if "steps" in rec else ""
+        err_console.print(f"[dim]world {rec['world']} round {rec['round']} {rec['condition']:>7}: "
+                          f"similar={rec['similar']} round1={rec['round1']} dissimilar={rec['dissimilar']} "
+                          f"context={rec['context_tokens']}{train}[/]")
+
+    records = run(cfg, out, log=show)
+    table = Table("world", "round", "condition", "similar", "round-1 facts", "dissimilar", "context tok",
+                  "note tok", "train s", "adapter bytes")
+    for r in records:
+        table.add_row(str(r["world"]), str(r["round"]), r["condition"], _fmt(r["similar"]), _fmt(r["round1"]),
+                      _fmt(r["dissimilar"]), _fmt(r["context_tokens"]), _fmt(r["note_tokens"]),
+                      _fmt(r.get("train_s")), str(r.get("adapter_bytes", "")))
+    console.print(table)
+    print(f"records: {out / 'records.jsonl'}")
+
+
+def _fmt(x: Any) -> str:
+    return "" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))

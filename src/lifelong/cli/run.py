@@ -64,6 +64,28 @@ def consolidate_cmd(
     no_model: Annotated[bool, typer.Option("--no-model", help="Only merge near-duplicate notes.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply a plan that supersedes or drops notes "
                                       "without asking (for scripts).")] = False,
+    into_weights: Annotated[bool, typer.Option("--into-weights", help="Train the notes into the namespace's "
+                                               "LoRA adapter (context distillation; model default hf:local).")] = False,
+    retire: Annotated[bool, typer.Option("--retire", help="With --into-weights: take the consolidated notes out "
+                                         "of the block (soft delete, recoverable).")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="With --into-weights: discard an unfinished "
+                                           "round instead of resuming it.")] = False,
+    with_docs: Annotated[bool, typer.Option("--with-docs", help="With --into-weights: the docs' first "
+                                            "pages too.")] = False,
+    epochs: Annotated[int, typer.Option(min=1, help="With --into-weights: epochs of the round.")] = 3,
+    steps: Annotated[int | None, typer.Option(min=1, help="With --into-weights: a step budget.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="With --into-weights: seconds of training; "
+                                                      "past it the round is saved to resume.")] = None,
+    objective: Annotated[str, typer.Option(help="With --into-weights: distill (from the model with the notes "
+                                           "in context) or raw (LM loss on the note text).")] = "distill",
+    teacher_notes: Annotated[str, typer.Option(help="With --into-weights: all (earlier rounds' notes too) or "
+                                               "active (the block as it is).")] = "all",
+    rank: Annotated[int, typer.Option(min=1, help="With --into-weights: LoRA rank.")] = 16,
+    lr: Annotated[float, typer.Option(help="With --into-weights: learning rate.")] = 5e-4,
+    transcripts: Annotated[Path | None, typer.Option(help="With --into-weights: where sessions recorded their "
+                                                     "tasks (default: <data dir>/transcripts).")] = None,
+    adapters: Annotated[Path | None, typer.Option(help="With --into-weights: adapters root "
+                                                  "(default: <data dir>/adapters).")] = None,
     *, mem: MemoryArgs,
 ) -> None:
     """Rewrite the notes smaller with a model (possibly a newer one inheriting them).
@@ -72,7 +94,15 @@ def consolidate_cmd(
     prompt's example) and shown as a diff; a plan that supersedes or drops
     notes is applied only when confirmed (or with --yes). Every replaced note
     stays in history: `lifelong notes restore ID` brings one back.
+
+    With --into-weights the notes are trained into the namespace's LoRA
+    adapter instead (use it as -m 'hf:local?adapter=NAMESPACE').
     """
+    if into_weights:
+        _into_weights(mem, retire=retire, rollback=rollback, with_docs=with_docs, epochs=epochs, steps=steps,
+                      time_budget=time_budget, objective=objective, teacher_notes=teacher_notes, rank=rank,
+                      lr=lr, transcripts=transcripts, adapters=adapters)
+        return
     from lifelong.context.consolidate import apply, propose
     from lifelong.errors import ValidationError
 
@@ -109,6 +139,55 @@ def consolidate_cmd(
         console.print(escape(f"replaced notes stay in history: lifelong notes show ID, "
                              f"lifelong notes restore ID{where_options(mem)} (ids {gone})"), highlight=False)
     console.print(f"tokens_before={r.tokens_before} tokens_after={r.tokens_after}")
+
+
+def _into_weights(mem: MemoryArgs, *, retire: bool, rollback: bool, with_docs: bool, epochs: int,
+                  steps: int | None, time_budget: float | None, objective: str, teacher_notes: str, rank: int,
+                  lr: float, transcripts: Path | None, adapters: Path | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lifelong.context.session import recorded_task_prompts
+    from lifelong.errors import ConfigError
+    from lifelong.llm.adapters import AdapterStore
+    from lifelong.paths import data_dir
+    from lifelong.train.distill import DistillConfig, consolidate_into_weights
+
+    mem.model = mem.model or "hf:local"
+    if not mem.model.startswith("hf:"):
+        raise ConfigError(f"--into-weights trains through the transformers backend, not {mem.model!r}",
+                          hint="use -m hf:local (the embedded model as a torch model) or -m hf:PATH")
+    cfg = DistillConfig(epochs=epochs, max_steps=steps, max_seconds=time_budget, objective=objective,
+                        teacher_notes=teacher_notes, rank=rank, lr=lr)
+    recorded = recorded_task_prompts(transcripts or data_dir() / "transcripts", mem.namespace,
+                                     limit=cfg.recorded_tasks)
+    with mem.open() as ctx:
+        llm = ctx.model.llm
+        mem.author = "consolidation"
+        notes = ctx.notes(counting=True)
+        docs = ctx.docs() if with_docs else None
+        store = AdapterStore(mem.namespace, adapters)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            ids: dict[str, object] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in ids:
+                    ids[stage] = bar.add_task(f"{stage:>8}", total=total)
+                bar.update(ids[stage], completed=done, total=total)
+
+            r = consolidate_into_weights(llm, notes, store=store, config=cfg, docs=docs, recorded=recorded,
+                                         retire=retire, rollback=rollback, progress=progress)
+    if r.steps == 0:
+        console.print(f"[yellow]{escape(r.message)}[/]")
+        return
+    console.print(f"[green]{escape(r.message)}[/]" + (f" (resumed at step {r.resumed_from})" if r.resumed_from
+                                                       else ""))
+    console.print(f"sources: {r.sources}; loss {r.loss_first:.3f} → {r.loss_last:.3f}; "
+                  f"data {r.data_seconds:.0f} s, training {r.train_seconds:.0f} s; {r.adapter_bytes} bytes")
+    for nid in r.retired:
+        console.print(f"  retired note [{nid}] (restore: lifelong notes restore {nid} -n {mem.namespace})")
+    ref = mem.namespace if adapters is None else str(r.path)  # a custom root is named by its path
+    console.print(f"use it: -m '{escape(mem.model)}?adapter={escape(ref)}'")
 
 
 def register(app: typer.Typer) -> None:

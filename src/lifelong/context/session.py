@@ -280,9 +280,7 @@ class Session:
 
     @staticmethod
     def _task_text(task: Task) -> str:
-        text = task.prompt.rstrip()
-        # A base model needs a cue to answer; keep a task's own cue if it has one.
-        return text if text.endswith(":") else text + "\nAnswer:"
+        return task_text(task.prompt)
 
     # -- 2 and 3. work, with attempts ----------------------------------------
     def _work(self, task: Task, outcome: Outcome) -> None:
@@ -341,11 +339,7 @@ class Session:
         return ""
 
     def _assemble(self, context: str, steps: Sequence[str], task: Task) -> str:
-        parts = [context] if context else []
-        if steps:
-            parts.append("\n\n".join(steps) + "\n")
-        parts.append("## Task\n" + self._task_text(task))
-        return "\n".join(parts)
+        return assemble_prompt(context, steps, self._task_text(task))
 
     def _attempt_tools(self, task: Task, steps: list[str], transcript: list[Message]) -> str:
         """Native tool calls: the model calls read/search until it answers in text."""
@@ -602,6 +596,47 @@ class Session:
             atomic_write_text(path, text)
         except OSError as exc:  # the session's work is done; losing its record must not undo it
             outcome.warnings.append(f"transcript not stored in {path.parent}: {exc.strerror or exc}")
+
+
+# -- the text protocol's prompt ------------------------------------------------------
+
+
+def task_text(prompt: str) -> str:
+    """The task as the model reads it. A base model needs a cue to answer; a
+    task's own cue (a prompt ending in ':') is kept."""
+    text = prompt.rstrip()
+    return text if text.endswith(":") else text + "\nAnswer:"
+
+
+def assemble_prompt(context: str, steps: Sequence[str], text: str) -> str:
+    """The text-protocol prompt: the context block (indexes, pages, notes), the
+    working steps so far, then the task (``task_text``). A reader with notes and
+    no tools sends ``assemble_prompt(notes_block, [], task_text(prompt))``."""
+    parts = [context] if context else []
+    if steps:
+        parts.append("\n\n".join(steps) + "\n")
+    parts.append("## Task\n" + text)
+    return "\n".join(parts)
+
+
+def recorded_task_prompts(transcript_dir: str | Path, namespace: str, limit: int | None = None) -> list[str]:
+    """The prompts of the tasks a namespace's sessions recorded (newest first,
+    duplicates dropped): what its work looks like. Unreadable files are skipped."""
+    folder = Path(transcript_dir) / namespace
+    if not folder.is_dir():
+        return []
+    files = sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    prompts: list[str] = []
+    for f in files:
+        try:
+            prompt = json.loads(f.read_text(encoding="utf-8"))["task"]["prompt"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(prompt, str) and prompt.strip() and prompt not in prompts:
+            prompts.append(prompt)
+            if limit is not None and len(prompts) >= limit:
+                break
+    return prompts
 
 
 # -- helpers ------------------------------------------------------------------------

@@ -4,6 +4,12 @@ PATH is a Hugging Face model folder, or a ``.gguf`` file (``hf:local`` is the
 embedded Gemma). transformers dequantizes a GGUF into float weights, which
 takes minutes on a small CPU, so the converted model is saved once as
 safetensors under the user cache and later loads take seconds.
+
+``adapter=`` puts a LoRA adapter on the model (``hf:local?adapter=acme``: the
+current adapter of namespace ``acme``, made by ``lifelong consolidate
+--into-weights``; ``acme@2``: its version 2; or a path to a peft folder). The
+adapter is merged into the weights once at load, so answering costs what the
+base model costs.
 """
 
 from __future__ import annotations
@@ -55,10 +61,26 @@ def _convert_gguf(gguf: Path) -> Path:
     return target
 
 
+class _StopOnText:
+    """Stop once the decoded continuation contains a stop string. (transformers'
+    own ``stop_strings`` needs a byte-level BPE vocabulary; this works with any.)"""
+
+    def __init__(self, tokenizer: Any, stop: list[str], n_prompt: int) -> None:
+        self.tokenizer, self.stop, self.n_prompt = tokenizer, stop, n_prompt
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        text = self.tokenizer.decode(input_ids[0, self.n_prompt:], skip_special_tokens=True)
+        done = any(s in text for s in self.stop)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
 class HFLLM:
     """A causal LM run by transformers on the CPU (or a GPU when present)."""
 
-    def __init__(self, path: str, device: str | None = None, context_window: int | None = None) -> None:
+    def __init__(self, path: str, device: str | None = None, context_window: int | None = None,
+                 adapter: str | None = None) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -80,13 +102,41 @@ class HFLLM:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(self.device)
         self.model.eval()
-        self.load_s = time.perf_counter() - t0
+        self.spec_target = path  # what a spec names the base model by ("local", a path)
         self.name = src.name
+        self.adapter: Path | None = None
+        if adapter:
+            self._apply_adapter(adapter)
+        self.load_s = time.perf_counter() - t0
         cfg_window = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.context_window = int(context_window or min(cfg_window, 32768))
 
+    def _apply_adapter(self, ref: str) -> None:
+        from lifelong.llm.adapters import check_base, read_meta, resolve_adapter
+
+        folder = resolve_adapter(ref)
+        if (folder / "lifelong.json").is_file():
+            check_base(read_meta(folder), self.model.config, folder)
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise ModelError("adapters need peft", hint="pip install 'lifelong[hf]'") from exc
+        try:
+            peft_model = PeftModel.from_pretrained(self.model, str(folder))
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"the adapter at {folder} does not fit {self.name}: {exc}",
+                             hint="use the base model the adapter was trained on") from exc
+        # Merged once: generation then costs exactly what the base model costs.
+        self.model = peft_model.merge_and_unload().eval()
+        self.adapter = folder
+        self.name = f"{self.name}+lora:{ref}"
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode(self, prompt: Prompt) -> Any:
+        """Token ids (1 × n tensor) of a prompt, exactly as ``complete`` feeds it to the model."""
+        return self._encode_prompt(prompt)
 
     def _encode_prompt(self, prompt: Prompt) -> Any:
         if isinstance(prompt, str):
@@ -127,7 +177,7 @@ class HFLLM:
         else:
             kw.update(do_sample=False, top_p=None, top_k=None)
         if stop:
-            kw.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            kw.update(stopping_criteria=[_StopOnText(self.tokenizer, list(stop), n_prompt)])
         t0 = time.perf_counter()
         with torch.no_grad():
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **kw)

@@ -9,7 +9,9 @@
                                  backend that a higher layer registers, see ``register_backend``)
 
 Options follow a ``?``: ``local?ctx=16384&threads=2``,
-``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``.
+``openai:http://127.0.0.1:8080/v1#gemma?ctx=8192&timeout=60``,
+``hf:local?adapter=acme`` (the LoRA adapter consolidated from namespace acme's
+notes; ``acme@2`` for its version 2, or a path to an exported adapter folder).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lifelong.llm.base import LLM
 from lifelong.redact import redact_url
 
 FORMS = ("local, llamacpp:PATH, openai:URL#MODEL, hf:PATH, hf-cms:PATH "
-         "(options after '?', e.g. local?ctx=16384)")
+         "(options after '?', e.g. local?ctx=16384, hf:local?adapter=NAMESPACE)")
 
 # Backends that live above this layer (they build torch models from ``lifelong.neural``)
 # register an opener here: kind -> opener(target, query, spec). Importing their module
@@ -149,7 +151,7 @@ def load_llm(spec: str | None = None) -> LLM:
         from lifelong.llm.hf import HFLLM
 
         target, _, query = rest.partition("?")
-        opts = _options(query, {"context_window": int, "device": str}, spec)
+        opts = _options(query, {"context_window": int, "device": str, "adapter": str}, spec)
         if not target:
             raise ConfigError("hf: needs a path", hint="hf:/path/to/model-folder, hf:model.gguf or hf:local")
         return HFLLM(target, **opts)
