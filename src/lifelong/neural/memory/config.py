@@ -25,6 +25,13 @@ def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
     return min(0.02, (0.1 if gates == "chunk" else 0.03) / max(1, chunk_size))
 
 
+# The default bound on θ of the "bounded" rule: with the chunk's step divided by
+# the Gershgorin bound of its key Gram matrix, θ ≤ 0.5 makes the summed step on
+# a linear memory, I − 2θ K_nᵀK_n / G_n, a contraction (eigenvalues in [0, 1]).
+BOUNDED_MAX_LR = 0.5
+UPDATES = ("bounded", "paper")
+
+
 @dataclass
 class NeuralMemoryConfig:
     dim: int = 256  # model width of the input/output stream
@@ -41,6 +48,10 @@ class NeuralMemoryConfig:
     init_forget_logit: float = -4.6  # initial α ≈ 0.01
     init_momentum_logit: float = 2.2  # initial η = max_momentum · sigmoid(·) ≈ 0.9 · max_momentum
     max_momentum: float = 1.0  # η_t ∈ (0, max_momentum)
+    # the inner update rule: "bounded" (momentum as an average, θ scaled by the chunk's
+    # key Gram bound; see ops.chunk_coefficients) or "paper" (eqs. 10, 13-14 as written)
+    update: str = "bounded"
+    value_norm: bool | None = None  # ℓ2-normalize values like keys; None: True for "bounded"
 
     def __post_init__(self) -> None:
         check_fields(self, "NeuralMemoryConfig")  # `dim="64"`, `chunk_size=2.5`, `max_lr=nan` are refused
@@ -55,8 +66,15 @@ class NeuralMemoryConfig:
                 f"NeuralMemoryConfig.gates must be 'chunk' or 'token', got {self.gates!r}",
                 hint="use gates='chunk' (α, η per chunk) or gates='token' (per token)",
             )
+        if self.update not in UPDATES:
+            raise ConfigError(
+                f"NeuralMemoryConfig.update must be one of {', '.join(UPDATES)}, got {self.update!r}",
+                hint="update='bounded' (the stable default) or update='paper' (the paper's rule as written)",
+            )
+        if self.value_norm is None:
+            self.value_norm = self.update == "bounded"
         if self.max_lr is None:
-            self.max_lr = stable_max_lr(self.chunk_size, self.gates)
+            self.max_lr = BOUNDED_MAX_LR if self.update == "bounded" else stable_max_lr(self.chunk_size, self.gates)
         if not 0.0 < self.max_momentum <= 1.0:
             raise ConfigError(
                 f"NeuralMemoryConfig.max_momentum must be in (0, 1], got {self.max_momentum}",

@@ -224,7 +224,8 @@ class NeuralMemory(PretrainedMixin, nn.Module):
         return RMSNormNoGain.apply(x)
 
     def _project(self, x: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3],
+        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k, and v where
+        ``value_norm``), gate logits [B, H, T, 3],
         all from the RMS-normalized input."""
         cfg = self.config
         B, T, _ = x.shape
@@ -235,7 +236,7 @@ class NeuralMemory(PretrainedMixin, nn.Module):
             new_cache = raw[:, T - (K - 1):].clone()  # (clone: don't pin `raw`)
         else:
             new_cache = torch.cat([conv_cache[:, T:], raw], dim=1)
-        q, k, v = ConvSiluNorm.apply(conv_cache, raw, self.conv, H)
+        q, k, v = ConvSiluNorm.apply(conv_cache, raw, self.conv, H, cfg.value_norm)
         gates = self.to_gates(x).view(B, T, 3, H).permute(0, 3, 1, 2)
         return q, k, v, gates, new_cache
 
@@ -261,7 +262,10 @@ class NeuralMemory(PretrainedMixin, nn.Module):
             gates = torch.cat([state.pending_gates, gates], dim=2)
         keys, vals, logits = k.reshape(N, P + T, d), v.reshape(N, P + T, d), gates.reshape(N, P + T, 3)
         n_full = (P + T) // b
-        coef = chunk_coefficients(logits[:, : n_full * b].reshape(N, n_full, b, 3), cfg)
+        coef = chunk_coefficients(
+            logits[:, : n_full * b].reshape(N, n_full, b, 3), cfg,
+            keys[:, : n_full * b].reshape(N, n_full, b, d) if cfg.update == "bounded" else None,
+        )
         use_momentum = cfg.momentum
 
         W = [w.reshape(N, *w.shape[2:]) for w in state.weights]
