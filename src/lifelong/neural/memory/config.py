@@ -11,7 +11,8 @@ from lifelong.validate import check_fields
 
 
 def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
-    """The default bound on θ: small enough that the inner loop stays finite.
+    """The default bound on θ of the paper's rule (``update="paper"``): small enough
+    that the inner loop stays finite.
 
     A chunk's write sums b token gradients taken at the chunk-start weights, so
     the step on the chunk is ~b·θ, and with token gates the within-chunk momentum
