@@ -294,6 +294,7 @@ class CapacityConfig:
     stream_piece: int = 1024
     stream_gates: list[str] = field(default_factory=lambda: ["init", "stress"])
     value_norm: bool | None = None  # None: the rule's default
+    gates: str = "chunk"  # NeuralMemoryConfig.gates
     seed: int = 0
 
     def memory_config(self, update: str, depth: int, chunk: int, heads: int | None = None,
@@ -301,7 +302,7 @@ class CapacityConfig:
         return NeuralMemoryConfig(
             dim=self.dim, heads=heads or self.heads, head_dim=self.head_dim, depth=depth,
             expansion=self.expansion, chunk_size=chunk, update=update, max_lr=self.max_lr,
-            value_norm=self.value_norm, **extra,
+            value_norm=self.value_norm, gates=self.gates, **extra,
         )
 
 

@@ -427,6 +427,7 @@ def bench_memory_cmd(
     value_norm: str = typer.Option(
         "rule", "--value-norm", help="--capacity: ℓ2-normalize values: rule (the rule's default), on, off"
     ),
+    gates: str = typer.Option("chunk", help="--capacity: granularity of α and η, chunk or token"),
     json_out: Path = typer.Option(None, "--json", help="--capacity: also write the rows as JSON here"),
 ) -> None:
     """Training and inference tokens/s of the neural memory; last line is machine-readable.
@@ -444,7 +445,8 @@ def bench_memory_cmd(
         _capacity(console, dim=dim, heads=heads, head_dim=head_dim, expansion=expansion, pairs=pairs,
                   depths=depths, chunks=chunks, updates=updates, max_lr=max_lr, trials=trials,
                   drain=drain, stream_tokens=stream_tokens, stream_scale=stream_scale,
-                  stream_piece=stream_piece, quick=quick, json_out=json_out, value_norm=value_norm)
+                  stream_piece=stream_piece, quick=quick, json_out=json_out, value_norm=value_norm,
+                  gates=gates)
         return
     if update not in ("paper", "bounded"):
         raise ConfigError(f"unknown update rule {update!r}", hint="use --update paper or --update bounded")
@@ -549,7 +551,7 @@ def _int_list(text: str, name: str) -> list[int]:
 def _capacity(console, *, dim: int, heads: int, head_dim: int, expansion: float, pairs: int, depths: str,
               chunks: str, updates: str, max_lr: float, trials: int, drain: int, stream_tokens: int,
               stream_scale: float, stream_piece: int, quick: bool, json_out: Path | None,
-              value_norm: str = "rule") -> None:
+              value_norm: str = "rule", gates: str = "chunk") -> None:
     import dataclasses
 
     import torch
@@ -571,7 +573,7 @@ def _capacity(console, *, dim: int, heads: int, head_dim: int, expansion: float,
     if value_norm not in norms:
         raise ConfigError(f"--value-norm must be rule, on or off, got {value_norm!r}", hint="e.g. --value-norm off")
     cfg = ms.CapacityConfig(
-        value_norm=norms[value_norm],
+        value_norm=norms[value_norm], gates=gates,
         pairs=pairs, depths=_int_list(depths, "depths"), chunks=_int_list(chunks, "chunks"), updates=rules,
         max_lr=max_lr or None, dim=dim, heads=heads, head_dim=head_dim, expansion=expansion, drain=drain,
         trials=trials, stream_tokens=stream_tokens, stream_scale=stream_scale, stream_piece=stream_piece,
@@ -585,7 +587,7 @@ def _capacity(console, *, dim: int, heads: int, head_dim: int, expansion: float,
         f"(head width {cfg.head_dim}, expansion {cfg.expansion:g}; θ at its bound, α ≈ 0, η as "
         f"initialized), then {cfg.drain} chunks of momentum; fraction of ℓ = mean ‖M(k) − v‖² removed, "
         f"mean (worst) of {cfg.trials} draws. Streams: dim {cfg.dim}, {cfg.heads} heads, input RMS "
-        f"{cfg.stream_scale:g}, up to {cfg.stream_tokens:,} tokens; value norm {value_norm}; "
+        f"{cfg.stream_scale:g}, up to {cfg.stream_tokens:,} tokens; value norm {value_norm}; {cfg.gates} gates; "
         f"{torch.get_num_threads()} threads"
     )
     rows = ms.run_capacity(cfg, progress=lambda s: console.print(f"  {s}", style="dim"))
