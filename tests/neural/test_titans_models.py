@@ -239,7 +239,7 @@ def test_hope_carries_the_past_through_either_memory_alone() -> None:
     for titans_writes, cms_writes in ((True, False), (False, True)):
         model.memory_writes, model.in_context_updates = titans_writes, cms_writes
         moved = (_last_logits(model, ids) - _last_logits(model, changed)).abs().max()
-        assert moved > 1e-6, (titans_writes, cms_writes)
+        assert moved > 1e-5, (titans_writes, cms_writes)
 
 
 def test_hope_attention_output_depends_on_its_in_context_writes() -> None:
@@ -254,7 +254,7 @@ def test_hope_attention_output_depends_on_its_in_context_writes() -> None:
         model.in_context_updates = False
         frozen, _ = model(ids)
     torch.testing.assert_close(learning[:, :4], frozen[:, :4], rtol=0, atol=1e-14)
-    assert (learning[:, -1] - frozen[:, -1]).abs().max() > 1e-6
+    assert (learning[:, -1] - frozen[:, -1]).abs().max() > 1e-4
 
 
 def test_streaming_with_frozen_memory_equals_one_pass() -> None:
