@@ -99,6 +99,13 @@ class NeuralMemoryConfig:
         return list(zip(dims[:-1], dims[1:]))
 
     def fingerprint(self) -> str:
-        """Short hash of the fields that decide a state's layout and meaning."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of the fields that decide a state's layout and meaning.
+
+        The paper's rule without value norm hashes without ``update`` and
+        ``value_norm``, as before those fields existed, so states saved then
+        still load into the same memory."""
+        fields = asdict(self)
+        if fields["update"] == "paper" and not fields["value_norm"]:
+            del fields["update"], fields["value_norm"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -107,6 +107,11 @@ class NeuralMemory(PretrainedMixin, nn.Module):
 
     config_class = NeuralMemoryConfig
 
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A memory saved before ``update`` existed ran the paper's rule."""
+        return config if "update" in config else {**config, "update": "paper", "value_norm": False}
+
     def __init__(self, config: NeuralMemoryConfig | None = None, seed: int | None = None) -> None:
         super().__init__()
         self.config = cfg = config or NeuralMemoryConfig()
