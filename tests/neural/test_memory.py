@@ -434,7 +434,7 @@ def test_bounded_write_of_orthogonal_keys_is_exact_after_momentum(seed, chunk):
         zeros = torch.zeros(1, 1, 64 * chunk, d, dtype=torch.float64)
         before = (m.read_associations(k, m.init_state(1)) - v).norm()
         state = m.write_associations(zeros, zeros.clone(), drain, state)
-        errors[update] = float((m.read_associations(k, state) - v).norm() / before)
+        errors[update] = float((m.read_associations(k, state) - v).norm().detach() / before.detach())
     assert errors["bounded"] < 1e-9
     assert abs(errors["paper"] - 1.0) < 1e-6  # M(k) − v → −(M₀(k) − v)
 
