@@ -434,7 +434,7 @@ def test_bounded_write_of_orthogonal_keys_is_exact_after_momentum(seed, chunk):
         zeros = torch.zeros(1, 1, 64 * chunk, d, dtype=torch.float64)
         before = (m.read_associations(k, m.init_state(1)) - v).norm()
         state = m.write_associations(zeros, zeros.clone(), drain, state)
-        errors[update] = float((m.read_associations(k, state) - v).norm() / before)
+        errors[update] = float((m.read_associations(k, state) - v).norm().detach() / before.detach())
     assert errors["bounded"] < 1e-9
     assert abs(errors["paper"] - 1.0) < 1e-6  # M(k) − v → −(M₀(k) − v)
 
@@ -462,3 +462,19 @@ def test_models_keep_the_paper_rule_and_its_caps_unless_asked():
     assert bounded.update == "bounded" and bounded.max_lr == 0.5 and bounded.max_momentum == 1.0
     capped = memory_config(ModelConfig(kind="mac", memory_options={"update": "bounded", "max_lr": 0.2}))
     assert capped.max_lr == 0.2
+
+
+def test_memories_saved_before_the_update_field_keep_the_papers_rule(seed, tmp_path):
+    import json
+
+    # a state's fingerprint under the paper's rule is the one saved before `update` existed
+    assert NeuralMemoryConfig(update="paper").fingerprint() == "dd89716075294a98"
+    assert NeuralMemoryConfig().fingerprint() != "dd89716075294a98"  # the bounded rule is another memory
+    m = NeuralMemory(tiny(update="paper"), seed=seed)
+    folder = m.save_pretrained(tmp_path / "memory")
+    config = json.loads((folder / "config.json").read_text())
+    del config["update"], config["value_norm"]  # as an earlier version wrote it
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = NeuralMemory.from_pretrained(folder)
+    assert loaded.config.update == "paper" and loaded.config.value_norm is False
+    assert loaded.config.fingerprint() == m.config.fingerprint()

@@ -1,5 +1,8 @@
 """Speed of the neural memory: training and inference tokens/s, and streaming memory use.
 
+``--compare paper`` / ``--compare bounded`` instead measures lifelong's memory
+with that update rule as the peer (the speed of one rule against the other).
+
 ``lifelong bench memory --compare titans-pytorch`` runs lifelong's ``NeuralMemory``
 and titans-pytorch's ``NeuralMemory`` in one process at the same configuration
 and the same semantics (weights written every ``chunk`` tokens; titans-pytorch
@@ -24,7 +27,7 @@ import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -51,11 +54,12 @@ class MemoryBenchConfig:
     memory_lengths: list[int] = field(default_factory=lambda: [2048, 8192, 32768])
     stream_piece: int = 512
     seed: int = 0
+    update: str = "paper"  # titans-pytorch's rule, so the comparison is like for like
 
     def memory_config(self) -> NeuralMemoryConfig:
         return NeuralMemoryConfig(
             dim=self.dim, heads=self.heads, head_dim=self.head_dim, depth=self.depth,
-            expansion=self.expansion, chunk_size=self.chunk,
+            expansion=self.expansion, chunk_size=self.chunk, update=self.update,
         )
 
 
@@ -117,6 +121,9 @@ def run_speed(
     models = {"lifelong": build_lifelong(cfg)}
     if cfg.compare == "titans-pytorch":
         models["titans-pytorch"] = build_titans_pytorch(cfg)
+    elif cfg.compare in ("paper", "bounded"):  # lifelong with the other update rule
+        other = replace(cfg.memory_config(), update=cfg.compare, max_lr=None, value_norm=None)
+        models[cfg.compare] = NeuralMemory(other, seed=cfg.seed)
     for name in models:
         models[name] = models[name].to(device=cfg.device, dtype=dtype)
     x = torch.randn(cfg.batch, cfg.seq, cfg.dim, device=cfg.device, dtype=dtype)
@@ -230,7 +237,7 @@ def summarize(cfg: MemoryBenchConfig, timings: dict[str, Timing]) -> dict[str, f
         "train_tok_s_median": tokens / statistics.median(ours.train_s),
         "infer_tok_s_median": tokens / statistics.median(ours.infer_s),
     }
-    peer = timings.get("titans-pytorch")
+    peer = next((t for name, t in timings.items() if name != "lifelong"), None)
     if peer is not None:
         result.update(
             peer_train_tok_s=tokens / min(peer.train_s),
@@ -286,13 +293,16 @@ class CapacityConfig:
     stream_scale: float = 10.0
     stream_piece: int = 1024
     stream_gates: list[str] = field(default_factory=lambda: ["init", "stress"])
+    value_norm: bool | None = None  # None: the rule's default
+    gates: str = "chunk"  # NeuralMemoryConfig.gates
     seed: int = 0
 
     def memory_config(self, update: str, depth: int, chunk: int, heads: int | None = None,
                       **extra: float) -> NeuralMemoryConfig:
         return NeuralMemoryConfig(
             dim=self.dim, heads=heads or self.heads, head_dim=self.head_dim, depth=depth,
-            expansion=self.expansion, chunk_size=chunk, update=update, max_lr=self.max_lr, **extra,
+            expansion=self.expansion, chunk_size=chunk, update=update, max_lr=self.max_lr,
+            value_norm=self.value_norm, gates=self.gates, **extra,
         )
 
 

@@ -11,7 +11,8 @@ from lifelong.validate import check_fields
 
 
 def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
-    """The default bound on θ: small enough that the inner loop stays finite.
+    """The default bound on θ of the paper's rule (``update="paper"``): small enough
+    that the inner loop stays finite.
 
     A chunk's write sums b token gradients taken at the chunk-start weights, so
     the step on the chunk is ~b·θ, and with token gates the within-chunk momentum
@@ -98,6 +99,13 @@ class NeuralMemoryConfig:
         return list(zip(dims[:-1], dims[1:]))
 
     def fingerprint(self) -> str:
-        """Short hash of the fields that decide a state's layout and meaning."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of the fields that decide a state's layout and meaning.
+
+        The paper's rule without value norm hashes without ``update`` and
+        ``value_norm``, as before those fields existed, so states saved then
+        still load into the same memory."""
+        fields = asdict(self)
+        if fields["update"] == "paper" and not fields["value_norm"]:
+            del fields["update"], fields["value_norm"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -13,6 +13,18 @@ with θ_t (learning rate, "how much to store"), η_t (momentum, "how long
 surprise lasts") and α_t (forgetting) produced from the input by learned
 linear maps and squashed into their valid ranges.
 
+The update rule (``NeuralMemoryConfig.update``). ``"paper"`` is the above as
+written (eqs. 8-14). ``"bounded"``, the default, stays in the same family — θ_t
+is a data-dependent step size of the same recurrence — and makes one write
+store much more without overflowing (``ops.chunk_coefficients``):
+
+    S_t = η_t S_{t−1} + (1 − η_t) · (−θ̃_t ∇ℓ)      momentum as an average
+    θ̃_t = max_lr · σ(·) / G_n,  G_n = max_i Σ_j |k_i · k_j| over chunk n's keys
+
+with values ℓ2-normalized like keys (``value_norm``) and max_lr = 0.5, which
+makes the summed stale step of a chunk contractive for a linear memory.
+``lifelong bench memory --capacity`` measures both rules.
+
 Chunked form (paper §3.2, "parallelizing the long-term memory training").
 The sequence is cut into chunks of ``b = chunk_size`` tokens (counted from the
 first token the state ever saw). Inside a chunk every gradient is taken at the
@@ -94,6 +106,11 @@ class NeuralMemory(PretrainedMixin, nn.Module):
     """
 
     config_class = NeuralMemoryConfig
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A memory saved before ``update`` existed ran the paper's rule."""
+        return config if "update" in config else {**config, "update": "paper", "value_norm": False}
 
     def __init__(self, config: NeuralMemoryConfig | None = None, seed: int | None = None) -> None:
         super().__init__()
