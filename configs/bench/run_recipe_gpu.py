@@ -7,7 +7,8 @@ Every model of ``configs/bench/recipe/`` is trained with the same larger task an
 model sizes (16-pair MQAR, vocabulary 256, 256-token training sequences, width
 128, 4 heads, window / segment 64), then evaluated at 1x, 2x, 4x, 8x and 16x the
 training length. Everything lands under ``--out``: the configs used, the runs
-(checkpoints and metrics), the accuracy JSON and PNG of every model, a log and
+(checkpoints and metrics), the accuracy JSON and PNG of every model and length
+(``<length>/<kind>-mqar.json``), a log and
 ``summary.md`` (the table of ``summarize_recipe.py``). A model that fails is
 logged and the others go on; the exit status is 1 if any failed.
 
@@ -82,19 +83,22 @@ def main() -> int:
         path = out / "configs" / f"{kind}.yaml"
         path.write_text(json.dumps(cfg, indent=1))  # JSON is YAML: no writer needed
         t0 = time.perf_counter()
-        for cmd in (
-            lifelong + ["train", str(path), "--no-progress", "--device", args.device],
-            lifelong + ["bench", "run", "--model", str(out / "runs" / kind), "--suite", "mqar",
-                        "--lengths", lengths, "--n", str(size["n"]), "--device", args.device,
-                        "--out", str(out)],
-        ):
-            log.write(f"$ {' '.join(cmd[1:])}\n")
-            log.flush()
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-            if rc != 0:
-                failed.append(kind)
-                print(f"FAILED: {kind} (see {out / 'log.txt'})", file=sys.stderr)
-                break
+        train = lifelong + ["train", str(path), "--no-progress", "--device", args.device]
+        log.write(f"$ {' '.join(train[1:])}\n")
+        log.flush()
+        if subprocess.run(train, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            failed.append(kind)
+            print(f"FAILED: {kind} training (see {out / 'log.txt'})", file=sys.stderr)
+        else:
+            for length in lengths.split(","):  # one call per length: an overflow keeps the rest
+                cmd = lifelong + ["bench", "run", "--model", str(out / "runs" / kind),
+                                  "--suite", "mqar", "--lengths", length, "--n", str(size["n"]),
+                                  "--device", args.device, "--out", str(out / length)]
+                log.write(f"$ {' '.join(cmd[1:])}\n")
+                log.flush()
+                if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                    failed.append(f"{kind}@{length}")
+                    print(f"FAILED: {kind} at {length} tokens (see {out / 'log.txt'})", file=sys.stderr)
         times[kind] = round(time.perf_counter() - t0, 1)
         print(f"{kind}: {times[kind]} s", flush=True)
     sys.path.insert(0, str(HERE))

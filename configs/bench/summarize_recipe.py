@@ -2,6 +2,9 @@
 
     python configs/bench/summarize_recipe.py [bench-results/recipe] [runs/bench/recipe]
 
+run_recipe.sh writes one folder per length (OUT/<length>/<kind>-mqar.json), so a
+model that fails at one length keeps its other results.
+
 For each model: final training loss (mean of the losses logged over the last 50
 steps), training speed (tokens/s), and accuracy at each evaluated length as the mean over
 the query positions of n sequences ± its standard error over the sequences.
@@ -41,28 +44,34 @@ def cell(result: dict) -> str:
     return f"{mean:.3f} ± {math.sqrt(var / n):.3f}"
 
 
+def load(out: Path) -> dict[str, dict[int, dict]]:
+    """results[kind][length] from OUT/<length>/<kind>-mqar.json (one file per length)."""
+    results: dict[str, dict[int, dict]] = {}
+    for path in sorted(out.glob("*/*-mqar.json")):
+        kind = path.name.removesuffix("-mqar.json")
+        report = json.loads(path.read_text())
+        for length, r in next(iter(report["results"].values())).items():
+            results.setdefault(kind, {})[int(length)] = {**r, "n_asked": report["n"]}
+    return results
+
+
 def main(out: Path, runs: Path) -> None:
-    results = {}
-    for kind in KINDS:
-        path = out / f"{kind}-mqar.json"
-        if path.exists():
-            results[kind] = json.loads(path.read_text())
+    results = load(out)
     if not results:
         print(f"no results in {out}")
         return
-    first = next(iter(results.values()))
-    lengths, n = first["lengths"], first["n"]
-    task = next(iter(first["results"]))
-    print(f"\n{task} (n={n} sequences per length; mean ± standard error over sequences)\n")
+    lengths = sorted({x for r in results.values() for x in r})
+    n = max(r["n_asked"] for res in results.values() for r in res.values())
+    print(f"\nmqar (n={n} sequences per length; mean ± standard error over sequences; "
+          "– : no result at that length, e.g. the memory overflowed)\n")
     print("| model | final loss | train tok/s | " + " | ".join(str(x) for x in lengths) + " |")
     print("|---|---:|---:|" + "---:|" * len(lengths))
-    for kind in KINDS:
+    for kind in KINDS + sorted(set(results) - set(KINDS)):
         if kind not in results:
             continue
-        acc = results[kind]["results"][task]
         loss, speed = training(runs / kind)
-        cells = " | ".join(cell(acc[str(x)]) for x in lengths)
-        loss_s = f"{loss:.2f}" if loss is not None else "–"
+        cells = " | ".join(cell(results[kind][x]) if x in results[kind] else "–" for x in lengths)
+        loss_s = f"{loss:.3f}" if loss is not None else "–"
         speed_s = f"{speed:,.0f}" if speed else "–"
         print(f"| {kind} | {loss_s} | {speed_s} | {cells} |")
 

@@ -3,7 +3,9 @@ sizes and training; the GPU script's configs load; the summary's spread is right
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 from dataclasses import replace
@@ -72,3 +74,19 @@ def test_the_summary_reports_mean_and_standard_error_over_sequences(tmp_path: Pa
     loss, speed = summary.training(run)
     assert loss == pytest.approx((10 - 7.5 + 10 - 10.0) / 2)  # steps 75 and 100 are the last 50
     assert speed == pytest.approx(6250.0)  # the mean of every logged speed
+    # One folder per length; a length that failed (no file) is a dash, the rest stay.
+    for length, acc in ((64, 1.0), (128, 0.5)):
+        (tmp_path / "out" / str(length)).mkdir(parents=True)
+        report = {"lengths": [length], "n": 2,
+                  "results": {"mqar": {str(length): {"accuracy": acc, "scores": [acc, acc]}}}}
+        (tmp_path / "out" / str(length) / "swa-mqar.json").write_text(json.dumps(report))
+    (tmp_path / "out" / "256").mkdir()
+    report = {"lengths": [256], "n": 2, "results": {"mqar": {"256": {"accuracy": 0.0, "scores": [0.0, 0.0]}}}}
+    (tmp_path / "out" / "256" / "lmm-mqar.json").write_text(json.dumps(report))
+    assert summary.load(tmp_path / "out")["swa"][128]["scores"] == [0.5, 0.5]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        summary.main(tmp_path / "out", tmp_path / "runs")
+    rows = {line.split(" | ")[0]: line for line in buf.getvalue().splitlines() if line.startswith("| ")}
+    assert rows["| swa"] == "| swa | 1.250 | 6,250 | 1.000 ± 0.000 | 0.500 ± 0.000 | – |"
+    assert rows["| lmm"] == "| lmm | – | – | – | – | 0.000 ± 0.000 |"
