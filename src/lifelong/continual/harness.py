@@ -82,10 +82,12 @@ def run_stream(learner: Learner, tasks: Sequence[ContinualTask], *, stream: str 
                         cost, outputs=outputs)
 
 
-def run_alone(make: Callable[[], Learner], tasks: Sequence[ContinualTask]) -> list[float]:
-    """Each task learnt by a fresh learner on its own and tested on itself."""
-    scores = []
-    for task in tasks:
+def run_alone(make: Callable[[], Learner], tasks: Sequence[ContinualTask],
+              first: float | None = None) -> list[float]:
+    """Each task learnt by a fresh learner on its own and tested on itself. ``first``:
+    the first task's score if already known (a stream's ``R[0][0]`` is that score)."""
+    scores = [] if first is None else [float(first)]
+    for task in tasks[len(scores):]:
         learner = make()
         try:
             learner.learn(task)
@@ -188,7 +190,7 @@ def run_benchmark(stream: str, seeds: Sequence[int], learners: Sequence[str | Ca
                 if close is not None:
                     close()
             if alone:
-                r.alone = run_alone(lambda spec=spec, seed=seed: factory(spec, seed), tasks)
+                r.alone = run_alone(lambda spec=spec, seed=seed: factory(spec, seed), tasks, first=r.R[0][0])
             results.append(r)
             by_learner.setdefault(r.learner, []).append(r)
     return results, [aggregate(rs) for rs in by_learner.values()]

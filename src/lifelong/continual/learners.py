@@ -133,8 +133,9 @@ class ContextMemoryLearner:
     """Notes and docs written by the model after each task (``Session`` reflection);
     readers answer with the notes and the best-matching documentation page."""
 
-    def __init__(self, llm: Any, *, seed: int = 0, practice: int = 2, file_material: bool = False,
-                 page_tokens: int = 1024, reader_steps: int = 0, root: str | Path | None = None) -> None:
+    def __init__(self, llm: Any, *, seed: int = 0, practice: int = 1, file_material: bool = False,
+                 page_tokens: int = 1024, reader_steps: int = 0, doc_tokens: int = 96,
+                 root: str | Path | None = None) -> None:
         from lifelong.context import Docs, Notes, open_store
 
         if practice < 0:
@@ -145,7 +146,7 @@ class ContextMemoryLearner:
         self.name = "memory+docs" if file_material else "memory"
         self.llm, self.seed = llm, seed
         self.practice, self.file_material = practice, file_material
-        self.page_tokens, self.reader_steps = page_tokens, reader_steps
+        self.page_tokens, self.reader_steps, self.doc_tokens = page_tokens, reader_steps, doc_tokens
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="lifelong-continual-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ class ContextMemoryLearner:
                 return f"The correct answer is: {ref}"
 
             config = self._config(preamble=task.material, reflect=True, max_steps=0,
-                                  max_tokens=q.max_tokens, use_docs=True)
+                                  max_tokens=q.max_tokens, use_docs=True, doc_max_tokens=self.doc_tokens)
             session = Session(self.llm, self.notes, self.docs, config)
             outcome = session.run(Task(prompt=q.prompt, check=check, feedback=feedback, family=task.name))
             self.sessions.append({"task": task.name, "answer": outcome.answer, "score": outcome.score,

@@ -79,7 +79,7 @@ class LanguageConfig:
     verbs: int = 5
     adjectives: int = 4
     parallel: int = 8  # parallel sentences in the material
-    test: int = 12  # test sentences (never among the parallel ones)
+    test: int = 8  # test sentences (never among the parallel ones)
     script: str = "latin"  # "latin" | "cipher"
     max_tokens: int = 24  # generation budget of one translation
 
