@@ -31,6 +31,7 @@ class KeepLast:
 
     def learn(self, task: ContinualTask) -> None:
         self.kept = (self.kept + [task.material])[-self.k:]
+        self.log = [f"learnt {task.name}"]
 
     def answer(self, query: Query) -> Answer:
         if "Request: " in query.prompt:
@@ -58,6 +59,7 @@ def test_a_learner_that_keeps_only_the_last_task_forgets_everything_before() -> 
     assert r.metrics == {"average": pytest.approx(1 / 3), "bwt": -1.0, "forgetting": 1.0}
     assert r.cost["queries"] == 6 * 4 and r.cost["context_tokens_per_query"] == 7.0
     assert r.cost["memory_tokens"] == 1.0
+    assert r.learner_log == ["learnt task2"]
 
 
 def test_a_learner_that_keeps_two_tasks_forgets_only_the_oldest() -> None:

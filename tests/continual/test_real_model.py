@@ -30,8 +30,8 @@ def test_context_memory_writes_notes_and_docs_and_answers_with_them(local_llm, t
         r = run_stream(learner, tasks)
         pages = sorted(p.name for p in (tmp_path / "docs" / "continual").glob("*.md"))
         assert "task0-material.md" in pages
-        assert len(learner.sessions) == 1 and learner.sessions[0]["task"] == "task0"
-        assert learner.sessions[0]["docs"] == ["task0.md"]  # the reflection's entry
+        assert len(learner.log) == 1 and learner.log[0]["task"] == "task0"
+        assert learner.log[0]["docs"] == ["task0.md"]  # the reflection's entry
         assert r.cost["memory_tokens"] > 200 and r.cost["state_bytes"] > 500
         assert r.cost["context_tokens_per_query"] > 200  # the material page was put in the prompt
         assert 0.0 <= r.R[0][0] <= 1.0

@@ -37,6 +37,7 @@ class StreamResult:
     cost: dict[str, float]
     alone: list[float] | None = None  # each task learnt by a fresh learner, on its own
     outputs: dict[str, list[str]] = field(default_factory=dict)  # "i,j" -> outputs
+    learner_log: list[Any] = field(default_factory=list)  # what the learner says it did (its ``log``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +80,7 @@ def run_stream(learner: Learner, tasks: Sequence[ContinualTask], *, stream: str 
             "context_tokens_per_query": math.fsum(context_tokens) / n if n else 0.0,
             "memory_tokens": float(mem.tokens), "state_bytes": float(mem.bytes)}
     return StreamResult(stream, learner.name, seed, tasks[0].metric, [t.name for t in tasks], R, summary(R),
-                        cost, outputs=outputs)
+                        cost, outputs=outputs, learner_log=list(getattr(learner, "log", []) or []))
 
 
 def run_alone(make: Callable[[], Learner], tasks: Sequence[ContinualTask],

@@ -153,7 +153,7 @@ class ContextMemoryLearner:
         self.store = open_store(f"sqlite:///{self.root / 'memory.db'}")
         self.notes = Notes.for_llm(self.store, "continual", llm, create=True)
         self.docs = Docs(self.store, "continual", self.root / "docs", llm.count_tokens, create=True)
-        self.sessions: list[dict[str, Any]] = []  # what each practice session wrote
+        self.log: list[dict[str, Any]] = []  # what each practice session answered and wrote
 
     def _config(self, **kw: Any) -> Any:
         from lifelong.context.session import SessionConfig
@@ -179,9 +179,10 @@ class ContextMemoryLearner:
                                   max_tokens=q.max_tokens, use_docs=True, doc_max_tokens=self.doc_tokens)
             session = Session(self.llm, self.notes, self.docs, config)
             outcome = session.run(Task(prompt=q.prompt, check=check, feedback=feedback, family=task.name))
-            self.sessions.append({"task": task.name, "answer": outcome.answer, "score": outcome.score,
-                                  "notes": outcome.notes_written, "docs": outcome.docs_written,
-                                  "warnings": outcome.warnings})
+            notes = {n.id: n.text for n in self.notes.list()}
+            self.log.append({"task": task.name, "answer": outcome.answer, "score": outcome.score,
+                             "notes": [notes.get(i, "") for i in outcome.notes_written],
+                             "docs": outcome.docs_written, "warnings": outcome.warnings})
 
     def answer(self, query: Query) -> Answer:
         from lifelong.context.session import Session
