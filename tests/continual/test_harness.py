@@ -60,6 +60,8 @@ def test_a_learner_that_keeps_only_the_last_task_forgets_everything_before() -> 
     assert r.cost["queries"] == 6 * 4 and r.cost["context_tokens_per_query"] == 7.0
     assert r.cost["memory_tokens"] == 1.0
     assert r.learner_log == ["learnt task2"]
+    # a constant label is right for the queries of one class of two (1 of 2 classes, 2 queries each)
+    assert r.floor == [0.5, 0.5, 0.5]
 
 
 def test_a_learner_that_keeps_two_tasks_forgets_only_the_oldest() -> None:
@@ -76,6 +78,11 @@ def test_translation_stream_is_scored_with_chrf() -> None:
     assert r.metric == "chrF"
     assert r.R[0][0] == pytest.approx(100.0) and r.R[1][1] == pytest.approx(100.0)
     assert r.R[1][0] == 0.0  # nothing answered: B's material cannot translate A
+    # the floor: every query answered with the first parallel sentence's English
+    for task, floor in zip(tasks, r.floor):
+        refs = [q.reference for q in task.queries]
+        assert floor == novel_lang.chrf([task.practice[0].reference] * len(refs), refs)
+        assert 5.0 < floor < 60.0
 
 
 def test_aggregate_and_written_results(tmp_path) -> None:

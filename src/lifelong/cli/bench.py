@@ -680,12 +680,13 @@ def bench_continual_cmd(
             close()
     write_results(out, results, aggregates)
     metric = aggregates[0]["metric"]
-    table = Table("learner", f"average {metric}", "BWT", "forgetting", *(["alone"] if alone else []),
+    table = Table("learner", f"average {metric}", "BWT", "forgetting", *(["alone"] if alone else []), "floor",
                   "ctx tok/query", "memory tok", "state bytes", "learn s", "answer s/query",
                   title=f"{key}: mean ± std over seeds {','.join(map(str, seed_list))}")
     for a in aggregates:
         table.add_row(escape(a["learner"]), _pm(a["average"]), _pm(a["bwt"]), _pm(a["forgetting"]),
-                      *([_pm(a["alone_average"])] if alone else []), f"{a['context_tokens_per_query']:.0f}",
+                      *([_pm(a["alone_average"])] if alone else []), _pm(a.get("floor_average", {})),
+                      f"{a['context_tokens_per_query']:.0f}",
                       f"{a['memory_tokens']:.0f}", f"{a['state_bytes']:.0f}", f"{a['learn_s']:.1f}",
                       f"{a['answer_s_per_query']:.2f}")
     console.print(table)

@@ -36,6 +36,7 @@ class StreamResult:
     metrics: dict[str, float | None]
     cost: dict[str, float]
     alone: list[float] | None = None  # each task learnt by a fresh learner, on its own
+    floor: list[float] = field(default_factory=list)  # each task's score of one constant answer
     outputs: dict[str, list[str]] = field(default_factory=dict)  # "i,j" -> outputs
     learner_log: list[Any] = field(default_factory=list)  # what the learner says it did (its ``log``)
 
@@ -80,7 +81,17 @@ def run_stream(learner: Learner, tasks: Sequence[ContinualTask], *, stream: str 
             "context_tokens_per_query": math.fsum(context_tokens) / n if n else 0.0,
             "memory_tokens": float(mem.tokens), "state_bytes": float(mem.bytes)}
     return StreamResult(stream, learner.name, seed, tasks[0].metric, [t.name for t in tasks], R, summary(R),
-                        cost, outputs=outputs, learner_log=list(getattr(learner, "log", []) or []))
+                        cost, floor=[constant_floor(t) for t in tasks], outputs=outputs,
+                        learner_log=list(getattr(learner, "log", []) or []))
+
+
+def constant_floor(task: ContinualTask) -> float:
+    """The score of answering every query with the material's first answer (the first
+    parallel sentence; one label): what copying the format, learning nothing, gets."""
+    if not task.practice or not task.queries:
+        return 0.0
+    refs = [q.reference for q in task.queries]
+    return float(task.score([task.practice[0].reference] * len(refs), refs))
 
 
 def run_alone(make: Callable[[], Learner], tasks: Sequence[ContinualTask],
@@ -118,6 +129,9 @@ def aggregate(results: Sequence[StreamResult]) -> dict[str, Any]:
     for key in ("average", "bwt", "forgetting"):
         m, s = mean_std([r.metrics[key] for r in results])
         out[key] = {"mean": m, "std": s}
+    if all(r.floor for r in results):
+        m, s = mean_std([math.fsum(r.floor) / len(r.floor) for r in results])
+        out["floor_average"] = {"mean": m, "std": s}
     if all(r.alone is not None for r in results):
         alone = [math.fsum(r.alone) / len(r.alone) for r in results if r.alone]
         m, s = mean_std(alone)
