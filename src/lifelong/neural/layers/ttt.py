@@ -138,10 +138,11 @@ class TTTFeedForward(nn.Module):
 
 
 def _handles(block_state: list, outer: bool) -> list:
-    """The block state with its dynamic weights as fresh handles for one inner gradient:
-    aliases (outer gradients flow on through them) or detached leaves (inference)."""
+    """The block state with its dynamic weights ready for one inner gradient: as they are
+    with outer gradients (each W_{i−1} is its own tensor, used by mini-batch i alone, so
+    ∇ℓ_i reaches only that use), detached leaves in inference."""
     st = block_state[-1]
-    ws = tuple(w.view_as(w) if outer else w.detach().requires_grad_(True) for w in st.weights)
+    ws = tuple(w if outer else w.detach().requires_grad_(True) for w in st.weights)
     return [*block_state[:-1], replace(st, weights=ws)]
 
 
