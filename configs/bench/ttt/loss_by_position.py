@@ -1,9 +1,11 @@
 """E2E-TTT against the same sliding-window model: next-token loss by position.
 
 The data: each sequence is a random segment of ``SEGMENT`` tokens repeated to fill it.
-The segment is longer than the attention window, so from the second repeat on, the
-next token is predictable only by remembering the segment past the window: attention
-cannot see the earlier copy, a dynamic MLP trained on the context can.
+The segment is longer than what the stacked windows reach (4 blocks × a window of 8:
+28 tokens back), so from the second repeat on, the next token is predictable only by
+remembering the segment: attention cannot see the earlier copy, a dynamic MLP trained
+on the context can. (With a 24-token segment and a window of 16 the SWA model solved
+the task through its 4 stacked windows, reach 60.)
 
 Two models of one configuration (``kind = "ttt"``, same seed, data, steps) are trained:
 
@@ -34,8 +36,8 @@ from lifelong.neural.config import ModelConfig
 from lifelong.train.config import RunConfig, TaskConfig, TrainConfig
 from lifelong.train.lm import train
 
-VOCAB, SEGMENT, WINDOW, B = 64, 24, 16, 8
-SEQ_LEN, EVAL_LEN = 96, 192
+VOCAB, SEGMENT, WINDOW, B = 64, 48, 8, 8
+SEQ_LEN, EVAL_LEN = 192, 384
 MODEL = ModelConfig(kind="ttt", vocab_size=VOCAB, dim=64, n_layers=4, n_heads=4, window=WINDOW,
                     ttt_mini_batch=B, ttt_lr=1.0, ttt_clip=1.0, param_budget=200_000)
 TRAIN = dict(steps=int(__import__("os").environ.get("TTT_BENCH_STEPS", 400)), batch_size=16, seq_len=SEQ_LEN, lr=3e-3, warmup_steps=40, log_every=50, seed=0)

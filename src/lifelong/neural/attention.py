@@ -12,6 +12,9 @@ One module covers the three uses in this package:
 keys and values like any token and are visible to every query regardless of the
 window; they carry no position, so RoPE leaves them unrotated.
 
+``qk_norm`` (E2E-TTT's backbone) RMS-normalises each head's queries and keys, with
+a learned gain, before RoPE.
+
 Streaming state is a dict ``{"k", "v", "pos"}``: cached keys/values after RoPE
 and the absolute position of the next token.
 """
