@@ -5,6 +5,7 @@ states, the ablation modes and config checks."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -21,8 +22,8 @@ EPS = torch.finfo(torch.float64).eps  # nn.RMSNorm's default eps in float64
 
 
 def cfg(**over) -> ModelConfig:
-    base = dict(kind="ttt", vocab_size=23, dim=16, n_layers=4, n_heads=2, window=5, ttt_mini_batch=3,
-                ttt_layers=2, ttt_lr=0.7, ttt_clip=0.2, mlp_hidden=24)
+    base = {"kind": "ttt", "vocab_size": 23, "dim": 16, "n_layers": 4, "n_heads": 2, "window": 5,
+            "ttt_mini_batch": 3, "ttt_layers": 2, "ttt_lr": 0.7, "ttt_clip": 0.2, "mlp_hidden": 24}
     base.update(over)
     return ModelConfig(**base)
 
@@ -215,7 +216,7 @@ def test_first_order_gradients_would_differ() -> None:
 def _stream(model, ids, cuts, state=None):
     outs = []
     with torch.no_grad():
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             lg, state = model(ids[:, a:b], state)
             outs.append(lg)
     return torch.cat(outs, dim=1), state

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ VOCAB, SEGMENT, WINDOW, B = 64, 48, 8, 8
 SEQ_LEN, EVAL_LEN = 192, 384
 MODEL = ModelConfig(kind="ttt", vocab_size=VOCAB, dim=64, n_layers=4, n_heads=4, window=WINDOW,
                     ttt_mini_batch=B, ttt_lr=1.0, ttt_clip=1.0, param_budget=200_000)
-TRAIN = dict(steps=int(__import__("os").environ.get("TTT_BENCH_STEPS", 400)), batch_size=16, seq_len=SEQ_LEN, lr=3e-3, warmup_steps=40, log_every=50, seed=0)
+TRAIN = {"steps": int(os.environ.get("TTT_BENCH_STEPS", "400")), "batch_size": 16, "seq_len": SEQ_LEN,
+         "lr": 3e-3, "warmup_steps": 40, "log_every": 50, "seed": 0}
 
 
 class RepeatedSegment:
