@@ -18,7 +18,8 @@ ablation without meta-learning: the inner loop on weights trained without it).
 
     flock CPU_LOCK env OMP_NUM_THREADS=1 python configs/bench/ttt/loss_by_position.py OUT_DIR
 
-writes ``OUT_DIR/loss_by_position.json`` and prints the markdown tables.
+writes ``OUT_DIR/loss_by_position.json`` and ``.png`` and prints the markdown tables;
+``python configs/bench/ttt/loss_by_position.py --plot REPORT.json`` redraws the figure.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lifelong.atomic import atomic_write_bytes
 from lifelong.neural.config import ModelConfig
+from lifelong.plots import new_figure, png_bytes
 from lifelong.train.config import RunConfig, TaskConfig, TrainConfig
 from lifelong.train.lm import train
 
@@ -62,6 +65,24 @@ def per_position_loss(model, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         logits, _ = model(ids[:, :-1])
     return F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").mean(0)
+
+
+def plot(report: dict) -> bytes:
+    """Loss by position (averaged over windows of 8 tokens), one line per reading."""
+    fig, ax = new_figure()
+    for name, curve in report["curves"].items():
+        if name.endswith("(s)"):
+            continue
+        xs = list(range(0, len(curve), 8))
+        ax.plot(xs, [sum(curve[x : x + 8]) / len(curve[x : x + 8]) for x in xs], label=name)
+    for rep in range(report["segment"], report["eval_len"], report["segment"]):
+        ax.axvline(rep, color="0.85", lw=0.8)
+    ax.axvline(report["train"]["seq_len"], color="k", ls="--", lw=0.8, label="training length")
+    ax.set_xlabel("token position (grey: segment repeats)")
+    ax.set_ylabel("next-token loss (nats)")
+    ax.set_title(f"E2E-TTT vs SWA: a {report['segment']}-token segment repeated, window {report['model']['window']}")
+    ax.legend(fontsize=8)
+    return png_bytes(fig)
 
 
 def main(out: Path) -> None:
@@ -96,6 +117,7 @@ def main(out: Path) -> None:
               "speed": speed, "curves": curves, "bins": bins}
     out.mkdir(parents=True, exist_ok=True)
     (out / "loss_by_position.json").write_text(json.dumps(report, indent=1))
+    atomic_write_bytes(out / "loss_by_position.png", plot(report))
     print("| reading | " + " | ".join(f"tokens {a}–{b - 1}" for a, b in bins) + " | eval s |")
     print("|---|" + "---:|" * (len(bins) + 1))
     for name, c in curves.items():
@@ -111,4 +133,8 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bench/ttt"))
+    if len(sys.argv) == 3 and sys.argv[1] == "--plot":
+        src = Path(sys.argv[2])
+        atomic_write_bytes(src.with_suffix(".png"), plot(json.loads(src.read_text())))
+    else:
+        main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bench/ttt"))
