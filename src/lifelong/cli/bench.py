@@ -732,13 +732,7 @@ def bench_consolidate_cmd(
                           f"context={rec['context_tokens']}{train}[/]")
 
     records = run(cfg, out, log=show)
-    table = Table("world", "round", "condition", "similar", "round-1 facts", "dissimilar", "context tok",
-                  "note tok", "train s", "adapter bytes")
-    for r in records:
-        table.add_row(str(r["world"]), str(r["round"]), r["condition"], _fmt(r["similar"]), _fmt(r["round1"]),
-                      _fmt(r["dissimilar"]), _fmt(r["context_tokens"]), _fmt(r["note_tokens"]),
-                      _fmt(r.get("train_s")), str(r.get("adapter_bytes", "")))
-    console.print(table)
+    console.print(consolidation_table(records))
     print(f"records: {out / 'records.jsonl'}")
 
 
@@ -812,6 +806,31 @@ def _pm(stat: dict[str, float | None]) -> str:
     if m is None:
         return "n/a"
     return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
+
+
+def consolidation_table(records: list[dict[str, Any]]) -> Table:
+    """The rounds' scores in 80 columns: the world column only when there are several,
+    note tokens per reader and seconds as whole numbers, the adapter in MB (the
+    readers' whole context tokens are in records.jsonl)."""
+    rows = [r for r in records if r.get("condition") != "total"]
+    worlds = len({r["world"] for r in rows}) > 1
+    table = Table(title="consolidation: readers after each round", title_justify="left", box=None,
+                  padding=(0, 1), pad_edge=False)
+    if worlds:
+        table.add_column("world", no_wrap=True)
+    table.add_column("round", no_wrap=True, justify="right")
+    for name in ("condition", "similar", "round 1", "dissim", "note tok", "train s", "MB"):
+        table.add_column(name, justify="left" if name == "condition" else "right", no_wrap=True)
+
+    def whole(x: Any) -> str:
+        return "" if x is None else f"{x:.0f}"
+
+    for r in rows:
+        cells = [str(r["round"]), r["condition"], _fmt(r["similar"]), _fmt(r["round1"]), _fmt(r["dissimilar"]),
+                 whole(r["note_tokens"]), whole(r.get("train_s")),
+                 "" if r.get("adapter_bytes") is None else f"{r['adapter_bytes'] / 1e6:.1f}"]
+        table.add_row(*([str(r["world"])] if worlds else []), *cells)
+    return table
 
 
 def _fmt(x: Any) -> str:
