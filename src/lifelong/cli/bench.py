@@ -6,6 +6,7 @@
 - ``llm``: load time, prefill and decode tokens/s of a model backend.
 - ``store``: notes render and docs search latency, writes/s on SQLite and PostgreSQL.
 - ``consolidate``: notes → weights: readers with notes vs with the consolidated adapter vs neither.
+- ``continual``: learners over a continual-learning stream: retention matrix, ACC / BWT / forgetting, cost.
 """
 
 from __future__ import annotations
@@ -733,6 +734,78 @@ def bench_consolidate_cmd(
     records = run(cfg, out, log=show)
     console.print(consolidation_table(records))
     print(f"records: {out / 'records.jsonl'}")
+
+
+@bench_app.command("continual")
+def bench_continual_cmd(
+    stream: Annotated[str, typer.Argument(help="class-incremental | novel-translation")],
+    learners: Annotated[str, typer.Option(help="Comma-separated: none, icl, memory, memory+docs.")] = "none,icl",
+    seeds: Annotated[str, typer.Option(help="Seeds of the generated streams, comma-separated.")] = "0,1,2",
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="Stream option key=value (class-incremental: tasks, classes, train, test; "
+        "novel-translation: languages, nouns, verbs, adjectives, parallel, test, script).")] = None,
+    alone: Annotated[bool, typer.Option(help="Also learn each task alone, on a fresh learner.")] = False,
+    upper: Annotated[bool, typer.Option(help="Also test tasks not yet learnt (the upper triangle).")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (records.jsonl, summary.json, heatmaps).")] = Path(
+        "continual-bench"),
+) -> None:
+    """Learners over a stream of tasks: the retention matrix R[i][j], average score, backward
+    transfer and forgetting (mean ± std over seeds), and the cost, side by side."""
+    from lifelong.cli.common import load_llm
+    from lifelong.continual.harness import run_benchmark, write_results
+    from lifelong.continual.learners import BUILTIN
+    from lifelong.data.registry import STREAMS, get_stream
+
+    key = stream.strip().lower().replace("-", "_")
+    if key not in STREAMS:
+        raise ConfigError(f"unknown stream {stream!r}",
+                          hint=f"choose one of: {', '.join(s.replace('_', '-') for s in STREAMS)}")
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"bad --seeds {seeds!r}", hint="comma-separated integers, e.g. 0,1,2") from None
+    if not seed_list:
+        raise ConfigError("no seeds given", hint="e.g. --seeds 0,1,2")
+    names = [x.strip() for x in learners.split(",") if x.strip()]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown or not names:
+        raise ConfigError(f"unknown learner {', '.join(unknown) or '(none given)'}",
+                          hint=f"choose from {', '.join(BUILTIN)}")
+    options = _parse_options(option)
+    get_stream(key, seed_list[0], **dict(options))  # a bad option fails before the model loads
+    llm = load_llm(model or None)
+    try:
+        results, aggregates = run_benchmark(key, seed_list, names, llm, options=options, alone=alone,
+                                            upper=upper, log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
+    finally:
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+    write_results(out, results, aggregates)
+    metric = aggregates[0]["metric"]
+    table = Table("learner", f"average {metric}", "BWT", "forgetting", *(["alone"] if alone else []), "floor",
+                  "ctx tok/query", "memory tok", "state bytes", "learn s", "answer s/query",
+                  title=f"{key}: mean ± std over seeds {','.join(map(str, seed_list))}")
+    for a in aggregates:
+        table.add_row(escape(a["learner"]), _pm(a["average"]), _pm(a["bwt"]), _pm(a["forgetting"]),
+                      *([_pm(a["alone_average"])] if alone else []), _pm(a.get("floor_average", {})),
+                      f"{a['context_tokens_per_query']:.0f}",
+                      f"{a['memory_tokens']:.0f}", f"{a['state_bytes']:.0f}", f"{a['learn_s']:.1f}",
+                      f"{a['answer_s_per_query']:.2f}")
+    console.print(table)
+    for a in aggregates:
+        print(f"{a['learner']} R_mean:")
+        for row in a["R_mean"]:
+            print("  " + " ".join("     ." if v is None else f"{v:6.3f}" for v in row))
+    print(f"records: {out / 'records.jsonl'}")
+
+
+def _pm(stat: dict[str, float | None]) -> str:
+    m, s = stat.get("mean"), stat.get("std")
+    if m is None:
+        return "n/a"
+    return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
 
 
 def consolidation_table(records: list[dict[str, Any]]) -> Table:
