@@ -739,7 +739,9 @@ def bench_consolidate_cmd(
 @bench_app.command("continual")
 def bench_continual_cmd(
     stream: Annotated[str, typer.Argument(help="class-incremental | novel-translation")],
-    learners: Annotated[str, typer.Option(help="Comma-separated: none, icl, memory, memory+docs.")] = "none,icl",
+    learners: Annotated[str, typer.Option(help="Comma-separated: none, icl, memory, memory+docs (context, on "
+                                          "--model), hope-gemma, hope-gemma+icl (weights: the embedded model "
+                                          "with CMS levels that learn while reading).")] = "none,icl",
     seeds: Annotated[str, typer.Option(help="Seeds of the generated streams, comma-separated.")] = "0,1,2",
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="Stream option key=value (class-incremental: tasks, classes, train, test; "
@@ -754,7 +756,7 @@ def bench_continual_cmd(
     transfer and forgetting (mean ± std over seeds), and the cost, side by side."""
     from lifelong.cli.common import load_llm
     from lifelong.continual.harness import run_benchmark, write_results
-    from lifelong.continual.learners import BUILTIN
+    from lifelong.continual.learners import BUILTIN, LEARNERS
     from lifelong.data.registry import STREAMS, get_stream
 
     key = stream.strip().lower().replace("-", "_")
@@ -768,13 +770,13 @@ def bench_continual_cmd(
     if not seed_list:
         raise ConfigError("no seeds given", hint="e.g. --seeds 0,1,2")
     names = [x.strip() for x in learners.split(",") if x.strip()]
-    unknown = [n for n in names if n not in BUILTIN]
+    unknown = [n for n in names if n not in LEARNERS]
     if unknown or not names:
         raise ConfigError(f"unknown learner {', '.join(unknown) or '(none given)'}",
-                          hint=f"choose from {', '.join(BUILTIN)}")
+                          hint=f"choose from {', '.join(LEARNERS)}")
     options = _parse_options(option)
     get_stream(key, seed_list[0], **dict(options))  # a bad option fails before the model loads
-    llm = load_llm(model or None)
+    llm = load_llm(model or None) if any(n in BUILTIN for n in names) else None
     try:
         results, aggregates = run_benchmark(key, seed_list, names, llm, options=options, alone=alone,
                                             upper=upper, log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
@@ -783,17 +785,8 @@ def bench_continual_cmd(
         if close is not None:
             close()
     write_results(out, results, aggregates)
-    metric = aggregates[0]["metric"]
-    table = Table("learner", f"average {metric}", "BWT", "forgetting", *(["alone"] if alone else []), "floor",
-                  "ctx tok/query", "memory tok", "state bytes", "learn s", "answer s/query",
-                  title=f"{key}: mean ± std over seeds {','.join(map(str, seed_list))}")
-    for a in aggregates:
-        table.add_row(escape(a["learner"]), _pm(a["average"]), _pm(a["bwt"]), _pm(a["forgetting"]),
-                      *([_pm(a["alone_average"])] if alone else []), _pm(a.get("floor_average", {})),
-                      f"{a['context_tokens_per_query']:.0f}",
-                      f"{a['memory_tokens']:.0f}", f"{a['state_bytes']:.0f}", f"{a['learn_s']:.1f}",
-                      f"{a['answer_s_per_query']:.2f}")
-    console.print(table)
+    for table in continual_tables(aggregates, alone=alone, seeds=seed_list, stream=key):
+        console.print(table)
     for a in aggregates:
         print(f"{a['learner']} R_mean:")
         for row in a["R_mean"]:
@@ -801,11 +794,35 @@ def bench_continual_cmd(
     print(f"records: {out / 'records.jsonl'}")
 
 
-def _pm(stat: dict[str, float | None]) -> str:
-    m, s = stat.get("mean"), stat.get("std")
-    if m is None:
-        return "n/a"
-    return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
+def continual_tables(aggregates: list[dict[str, Any]], *, alone: bool, seeds: list[int],
+                     stream: str) -> tuple[Table, Table]:
+    """Scores and cost of each learner, two tables that fit 80 columns (mean±std over seeds;
+    chrF with one decimal, accuracies with two)."""
+    digits = 1 if aggregates and aggregates[0]["metric"] == "chrF" else 2
+    metric = aggregates[0]["metric"] if aggregates else "score"
+
+    def pm(stat: dict[str, float | None]) -> str:
+        m, sd = stat.get("mean"), stat.get("std")
+        if m is None:
+            return "n/a"
+        return f"{m:.{digits}f}" if sd is None else f"{m:.{digits}f}±{sd:.{digits}f}"
+
+    def table(title: str, columns: list[str]) -> Table:
+        t = Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False)
+        for c in columns:
+            t.add_column(c, justify="left" if c == "learner" else "right", no_wrap=True)
+        return t
+
+    scores = table(f"{stream}: {metric}, mean±std over seeds {','.join(map(str, seeds))}",
+                   ["learner", "average", "BWT", "forgetting", *(["alone"] if alone else []), "floor"])
+    cost = table(f"{stream}: cost per learner (means over seeds)",
+                 ["learner", "ctx tok/query", "memory tok", "state MB", "learn s", "s/query"])
+    for a in aggregates:
+        scores.add_row(escape(a["learner"]), pm(a["average"]), pm(a["bwt"]), pm(a["forgetting"]),
+                       *([pm(a["alone_average"])] if alone else []), pm(a.get("floor_average", {})))
+        cost.add_row(escape(a["learner"]), f"{a['context_tokens_per_query']:.0f}", f"{a['memory_tokens']:.0f}",
+                     f"{a['state_bytes'] / 1e6:.1f}", f"{a['learn_s']:.1f}", f"{a['answer_s_per_query']:.2f}")
+    return scores, cost
 
 
 def consolidation_table(records: list[dict[str, Any]]) -> Table:

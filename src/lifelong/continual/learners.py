@@ -212,6 +212,22 @@ class ContextMemoryLearner:
 
 
 BUILTIN = ("none", "icl", "memory", "memory+docs")
+# Weight memory on the same stream: the embedded Gemma with its last MLPs retrofitted as
+# CMS blocks that learn while reading (``lifelong.neural.retrofit``); ``+icl`` also keeps
+# the material in its context. Run through transformers, not the llama.cpp model.
+WEIGHT_LEARNERS = ("hope-gemma", "hope-gemma+icl")
+LEARNERS = BUILTIN + WEIGHT_LEARNERS
+_retrofits: dict[str, Any] = {}
+
+
+def _hope_gemma(path: str = "local") -> Any:
+    """The retrofitted embedded model, loaded once per process (each learner gets its
+    own session: the CMS levels' learnt weights live in the session, not the module)."""
+    if path not in _retrofits:
+        from lifelong.neural.retrofit import HopeGemma
+
+        _retrofits[path] = HopeGemma(path)
+    return _retrofits[path]
 
 
 def make_learner(name: str, llm: Any, *, seed: int = 0, **options: Any) -> Learner:
@@ -224,4 +240,8 @@ def make_learner(name: str, llm: Any, *, seed: int = 0, **options: Any) -> Learn
         return ContextMemoryLearner(llm, seed=seed, **options)
     if name == "memory+docs":
         return ContextMemoryLearner(llm, seed=seed, file_material=True, **options)
-    raise ConfigError(f"unknown learner {name!r}", hint=f"choose from {', '.join(BUILTIN)}")
+    if name in WEIGHT_LEARNERS:
+        from lifelong.neural.retrofit import RetrofitLearner
+
+        return RetrofitLearner(_hope_gemma(), keep_context=name.endswith("+icl"))
+    raise ConfigError(f"unknown learner {name!r}", hint=f"choose from {', '.join(LEARNERS)}")
