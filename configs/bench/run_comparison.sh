@@ -11,7 +11,7 @@
 # Each model is evaluated right after its training; a model that fails (for
 # example, a memory that overflows) is reported and the others go on.
 set -u
-KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal hope hope_attention"}
+KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal hope hope_attention ttt"}
 SUITES=${SUITES:-"mqar niah"}
 OUT=${OUT:-bench-results/comparison}
 N=${N:-50}

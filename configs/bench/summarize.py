@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention"]
+KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention", "ttt"]
 TASKS = {"mqar": "mqar", "niah": "s_niah"}
 
 

@@ -105,7 +105,12 @@ def test_as_a_continual_learner_it_learns_material_and_answers_in_a_fresh_contex
     learner = RetrofitLearner(hope)
     learner.learn(SimpleNamespace(material="The capital of France is Paris."))
     assert learner.session.state.cms[0].updates.sum() > 0
-    cost = learner.state()
-    assert cost.memory_tokens == 0 and cost.stored_tokens > 0 and cost.state_bytes > 0
-    out = learner.answer(SimpleNamespace(prompt="The capital of France is"), max_tokens=3)
+    assert learner.material_tokens > 0
+    cost = learner.memory()  # the harness's MemoryCost fields
+    assert cost.tokens == 0 and cost.bytes == learner.session.nbytes > 0
+    from lifelong.continual.learners import Learner
+
+    assert isinstance(learner, Learner) and learner.name == "hope-gemma"
+    out = learner.answer(SimpleNamespace(prompt="The capital of France is", max_tokens=3))
     assert isinstance(out.text, str) and out.context_tokens > 0
+    assert len(hope.tokenizer.encode(out.text, add_special_tokens=False)) <= 3

@@ -213,7 +213,7 @@ def _last_logits(model, ids: Tensor) -> Tensor:
 
 @pytest.mark.parametrize("kind", MEMORY_KINDS)
 def test_a_token_beyond_attention_reaches_the_output_only_through_the_memory(kind: str) -> None:
-    assert set(MEMORY_KINDS) | {"transformer", "swa", "deltanet", "hope_attention"} == set(MODEL_KINDS)
+    assert set(MEMORY_KINDS) | {"transformer", "swa", "deltanet", "hope_attention", "ttt"} == set(MODEL_KINDS)
     torch.manual_seed(0)
     model = build_model(tiny(kind)).double().eval()
     ids = torch.randint(0, 40, (2, LENGTH), generator=torch.Generator().manual_seed(1))
@@ -227,6 +227,21 @@ def test_a_token_beyond_attention_reaches_the_output_only_through_the_memory(kin
     model.in_context_updates = False  # Hope's CMS levels too
     assert not model.memory_writes
     torch.testing.assert_close(_last_logits(model, ids), _last_logits(model, changed), rtol=0, atol=1e-14)
+
+
+def test_ttt_carries_a_token_beyond_its_window_only_through_its_inner_loop() -> None:
+    # E2E-TTT's memory is its learning blocks' fast MLP weights: with the inner loop
+    # off (ttt_mode="off", same parameters) the sliding windows alone cannot reach token 1.
+    torch.manual_seed(0)
+    learning = build_model(tiny("ttt", ttt_mini_batch=4, ttt_lr=0.5)).double().eval()
+    frozen = build_model(tiny("ttt", ttt_mini_batch=4, ttt_lr=0.5, ttt_mode="off")).double().eval()
+    frozen.load_state_dict(learning.state_dict())
+    ids = torch.randint(0, 40, (2, LENGTH), generator=torch.Generator().manual_seed(1))
+    changed = ids.clone()
+    changed[:, 1] = (ids[:, 1] + 7) % 40
+    moved = (_last_logits(learning, ids) - _last_logits(learning, changed)).abs().max()
+    assert moved > 1e-4, f"a token {LENGTH - 2} positions back did not reach the output"
+    torch.testing.assert_close(_last_logits(frozen, ids), _last_logits(frozen, changed), rtol=0, atol=1e-14)
 
 
 def test_hope_carries_the_past_through_either_memory_alone() -> None:

@@ -6,6 +6,7 @@
 - ``llm``: load time, prefill and decode tokens/s of a model backend.
 - ``store``: notes render and docs search latency, writes/s on SQLite and PostgreSQL.
 - ``consolidate``: notes → weights: readers with notes vs with the consolidated adapter vs neither.
+- ``continual``: learners over a continual-learning stream: retention matrix, ACC / BWT / forgetting, cost.
 """
 
 from __future__ import annotations
@@ -731,14 +732,122 @@ def bench_consolidate_cmd(
                           f"context={rec['context_tokens']}{train}[/]")
 
     records = run(cfg, out, log=show)
-    table = Table("world", "round", "condition", "similar", "round-1 facts", "dissimilar", "context tok",
-                  "note tok", "train s", "adapter bytes")
-    for r in records:
-        table.add_row(str(r["world"]), str(r["round"]), r["condition"], _fmt(r["similar"]), _fmt(r["round1"]),
-                      _fmt(r["dissimilar"]), _fmt(r["context_tokens"]), _fmt(r["note_tokens"]),
-                      _fmt(r.get("train_s")), str(r.get("adapter_bytes", "")))
-    console.print(table)
+    console.print(consolidation_table(records))
     print(f"records: {out / 'records.jsonl'}")
+
+
+@bench_app.command("continual")
+def bench_continual_cmd(
+    stream: Annotated[str, typer.Argument(help="class-incremental | novel-translation")],
+    learners: Annotated[str, typer.Option(help="Comma-separated: none, icl, memory, memory+docs (context, on "
+                                          "--model), hope-gemma, hope-gemma+icl (weights: the embedded model "
+                                          "with CMS levels that learn while reading).")] = "none,icl",
+    seeds: Annotated[str, typer.Option(help="Seeds of the generated streams, comma-separated.")] = "0,1,2",
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="Stream option key=value (class-incremental: tasks, classes, train, test; "
+        "novel-translation: languages, nouns, verbs, adjectives, parallel, test, script).")] = None,
+    alone: Annotated[bool, typer.Option(help="Also learn each task alone, on a fresh learner.")] = False,
+    upper: Annotated[bool, typer.Option(help="Also test tasks not yet learnt (the upper triangle).")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (records.jsonl, summary.json, heatmaps).")] = Path(
+        "continual-bench"),
+) -> None:
+    """Learners over a stream of tasks: the retention matrix R[i][j], average score, backward
+    transfer and forgetting (mean ± std over seeds), and the cost, side by side."""
+    from lifelong.cli.common import load_llm
+    from lifelong.continual.harness import run_benchmark, write_results
+    from lifelong.continual.learners import BUILTIN, LEARNERS
+    from lifelong.data.registry import STREAMS, get_stream
+
+    key = stream.strip().lower().replace("-", "_")
+    if key not in STREAMS:
+        raise ConfigError(f"unknown stream {stream!r}",
+                          hint=f"choose one of: {', '.join(s.replace('_', '-') for s in STREAMS)}")
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"bad --seeds {seeds!r}", hint="comma-separated integers, e.g. 0,1,2") from None
+    if not seed_list:
+        raise ConfigError("no seeds given", hint="e.g. --seeds 0,1,2")
+    names = [x.strip() for x in learners.split(",") if x.strip()]
+    unknown = [n for n in names if n not in LEARNERS]
+    if unknown or not names:
+        raise ConfigError(f"unknown learner {', '.join(unknown) or '(none given)'}",
+                          hint=f"choose from {', '.join(LEARNERS)}")
+    options = _parse_options(option)
+    get_stream(key, seed_list[0], **dict(options))  # a bad option fails before the model loads
+    llm = load_llm(model or None) if any(n in BUILTIN for n in names) else None
+    try:
+        results, aggregates = run_benchmark(key, seed_list, names, llm, options=options, alone=alone,
+                                            upper=upper, log=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
+    finally:
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+    write_results(out, results, aggregates)
+    for table in continual_tables(aggregates, alone=alone, seeds=seed_list, stream=key):
+        console.print(table)
+    for a in aggregates:
+        print(f"{a['learner']} R_mean:")
+        for row in a["R_mean"]:
+            print("  " + " ".join("     ." if v is None else f"{v:6.3f}" for v in row))
+    print(f"records: {out / 'records.jsonl'}")
+
+
+def continual_tables(aggregates: list[dict[str, Any]], *, alone: bool, seeds: list[int],
+                     stream: str) -> tuple[Table, Table]:
+    """Scores and cost of each learner, two tables that fit 80 columns (mean±std over seeds;
+    chrF with one decimal, accuracies with two)."""
+    digits = 1 if aggregates and aggregates[0]["metric"] == "chrF" else 2
+    metric = aggregates[0]["metric"] if aggregates else "score"
+
+    def pm(stat: dict[str, float | None]) -> str:
+        m, sd = stat.get("mean"), stat.get("std")
+        if m is None:
+            return "n/a"
+        return f"{m:.{digits}f}" if sd is None else f"{m:.{digits}f}±{sd:.{digits}f}"
+
+    def table(title: str, columns: list[str]) -> Table:
+        t = Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False)
+        for c in columns:
+            t.add_column(c, justify="left" if c == "learner" else "right", no_wrap=True)
+        return t
+
+    scores = table(f"{stream}: {metric}, mean±std over seeds {','.join(map(str, seeds))}",
+                   ["learner", "average", "BWT", "forgetting", *(["alone"] if alone else []), "floor"])
+    cost = table(f"{stream}: cost per learner (means over seeds)",
+                 ["learner", "ctx tok/query", "memory tok", "state MB", "learn s", "s/query"])
+    for a in aggregates:
+        scores.add_row(escape(a["learner"]), pm(a["average"]), pm(a["bwt"]), pm(a["forgetting"]),
+                       *([pm(a["alone_average"])] if alone else []), pm(a.get("floor_average", {})))
+        cost.add_row(escape(a["learner"]), f"{a['context_tokens_per_query']:.0f}", f"{a['memory_tokens']:.0f}",
+                     f"{a['state_bytes'] / 1e6:.1f}", f"{a['learn_s']:.1f}", f"{a['answer_s_per_query']:.2f}")
+    return scores, cost
+
+
+def consolidation_table(records: list[dict[str, Any]]) -> Table:
+    """The rounds' scores in 80 columns: the world column only when there are several,
+    note tokens per reader and seconds as whole numbers, the adapter in MB (the
+    readers' whole context tokens are in records.jsonl)."""
+    rows = [r for r in records if r.get("condition") != "total"]
+    worlds = len({r["world"] for r in rows}) > 1
+    table = Table(title="consolidation: readers after each round", title_justify="left", box=None,
+                  padding=(0, 1), pad_edge=False)
+    if worlds:
+        table.add_column("world", no_wrap=True)
+    table.add_column("round", no_wrap=True, justify="right")
+    for name in ("condition", "similar", "round 1", "dissim", "note tok", "train s", "MB"):
+        table.add_column(name, justify="left" if name == "condition" else "right", no_wrap=True)
+
+    def whole(x: Any) -> str:
+        return "" if x is None else f"{x:.0f}"
+
+    for r in rows:
+        cells = [str(r["round"]), r["condition"], _fmt(r["similar"]), _fmt(r["round1"]), _fmt(r["dissimilar"]),
+                 whole(r["note_tokens"]), whole(r.get("train_s")),
+                 "" if r.get("adapter_bytes") is None else f"{r['adapter_bytes'] / 1e6:.1f}"]
+        table.add_row(*([str(r["world"])] if worlds else []), *cells)
+    return table
 
 
 def _fmt(x: Any) -> str:

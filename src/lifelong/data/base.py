@@ -175,3 +175,38 @@ class TextTask:
         text = output.lower()
         refs = example.references
         return sum(r.lower() in text for r in refs) / len(refs) if refs else 0.0
+
+
+# --------------------------------------------------------------------------- continual-learning tasks
+
+
+@dataclass
+class Query:
+    """One question of a continual-learning task: the prompt a learner answers (it ends
+    with the cue, e.g. ``English:``), the reference, and a generation budget."""
+
+    prompt: str
+    reference: str
+    max_tokens: int = 16
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ContinualTask:
+    """One task of a continual-learning stream (``lifelong.data.classinc``,
+    ``lifelong.data.novel_lang``).
+
+    ``material`` is what a learner is given to learn from (examples, a dictionary,
+    grammar notes), written with the same lines the queries use; ``practice`` are
+    answered queries of the material, for learners that practise; ``queries`` are
+    the test. ``score(outputs, references)`` scores a list of outputs together
+    (accuracy in [0, 1], or corpus chrF in [0, 100]); ``metric`` names it.
+    """
+
+    name: str
+    material: str
+    queries: list[Query]
+    practice: list[Query]
+    metric: str
+    score: Any  # Callable[[list[str], list[str]], float]
+    meta: dict[str, Any] = field(default_factory=dict)

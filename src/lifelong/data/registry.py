@@ -3,6 +3,10 @@
 Names: ``mqar``; ``s_niah_1``, ``s_niah_2``, ``s_niah_3``, ``mk_niah``, ``mv_niah``,
 ``mq_niah``, ``vt``; ``babilong_qa1`` … ``babilong_qa5``. Suites (for
 ``lifelong bench run --suite``) are a task name or one of ``SUITES``.
+
+Continual-learning streams (``lifelong bench continual``) are named in
+``STREAMS``: ``class_incremental`` and ``novel_translation``; ``get_stream(name,
+seed, **options)`` builds one.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from lifelong.data import babilong, mqar, niah
-from lifelong.data.base import SequenceTask
+from lifelong.data import babilong, classinc, mqar, niah, novel_lang
+from lifelong.data.base import ContinualTask, SequenceTask
 from lifelong.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -113,3 +117,28 @@ def build_task(name: str, options: dict[str, Any] | None = None) -> SequenceTask
     if len(names) == 1:
         return get_task(names[0], **opts)
     return MixedTask(name, [get_task(n, **opts) for n in names])
+
+
+# --------------------------------------------------------------------------- continual-learning streams
+
+STREAMS: tuple[str, ...] = (classinc.NAME, novel_lang.NAME)
+
+
+def get_stream(name: str, seed: int, **options: Any) -> list[ContinualTask]:
+    """The tasks of the continual-learning stream ``name`` generated from ``seed``.
+
+    ``class_incremental`` takes the fields of ``classinc.ClassIncConfig`` (``tasks``,
+    ``classes``, ``train``, ``test``); ``novel_translation`` takes ``languages`` and the
+    fields of ``novel_lang.LanguageConfig`` (``nouns``, ``verbs``, ``adjectives``,
+    ``parallel``, ``test``, ``script``).
+    """
+    key = _canonical(name)
+    try:
+        if key == classinc.NAME:
+            return classinc.build_tasks(seed, classinc.ClassIncConfig(**options))
+        if key == novel_lang.NAME:
+            languages = options.pop("languages", 2)
+            return novel_lang.build_tasks(seed, languages, novel_lang.LanguageConfig(**options))
+    except TypeError as exc:
+        raise ConfigError(f"bad option for stream {name!r}: {exc}") from None
+    raise ConfigError(f"unknown stream {name!r}", hint=f"choose one of: {', '.join(STREAMS)}")

@@ -12,6 +12,9 @@ One module covers the three uses in this package:
 keys and values like any token and are visible to every query regardless of the
 window; they carry no position, so RoPE leaves them unrotated.
 
+``qk_norm`` (E2E-TTT's backbone) RMS-normalises each head's queries and keys, with
+a learned gain, before RoPE.
+
 Streaming state is a dict ``{"k", "v", "pos"}``: cached keys/values after RoPE
 and the absolute position of the next token.
 """
@@ -43,6 +46,7 @@ class Attention(nn.Module):
         window: int | None = None,
         n_persistent: int = 0,
         rope_base: float = 10000.0,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
@@ -51,6 +55,9 @@ class Attention(nn.Module):
         self.rope_base = rope_base
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
+        # QK-norm: queries and keys RMS-normalised per head (learned gain) before RoPE
+        self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else None
         self.persistent = None
         if n_persistent:
             self.persistent = nn.Parameter(torch.randn(n_persistent, dim) * 0.02)
@@ -79,6 +86,8 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         pos = int(state["pos"]) if state is not None else 0
         q, k, v = (self._heads(z) for z in self.qkv(x).chunk(3, dim=-1))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q_pos = torch.arange(pos, pos + t, device=x.device)
         q, k = rope(q, q_pos, self.rope_base), rope(k, q_pos, self.rope_base)
 

@@ -14,8 +14,9 @@ from lifelong.errors import ConfigError
 from lifelong.validate import check_fields
 
 MODEL_KINDS = (
-    "transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention",
+    "transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention", "ttt",
 )
+TTT_MODES = ("e2e", "dynamic_eval", "off")
 
 
 @dataclass
@@ -34,6 +35,12 @@ class ModelConfig:
     - ``hope``: self-modifying Titans, and a Continuum Memory System (CMS) in place of
       the MLP (Nested Learning, §8.3).
     - ``hope_attention``: causal softmax attention, and a CMS in place of the MLP.
+    - ``ttt``: E2E-TTT (arXiv 2512.23675): sliding-window attention with QK-norm; the last
+      ``ttt_layers`` blocks (default a quarter) add a dynamic MLP that is trained on the
+      context itself, one SGD step per mini-batch of ``ttt_mini_batch`` tokens
+      (``lifelong.neural.layers.ttt``). ``ttt_mode``: ``e2e`` (meta-learned: training
+      differentiates through the inner steps), ``dynamic_eval`` (trained without inner
+      steps, which run only in eval mode) or ``off`` (the same SWA model, never updated).
 
     The CMS kinds learn in context: the model reads steps of ``min(cms_chunks)`` tokens
     and after each takes one gradient of its next-token loss for every CMS level, which
@@ -75,6 +82,14 @@ class ModelConfig:
     selfmod_chunk: int = 8
     selfmod_memory_chunk: int = 8
     selfmod_options: dict[str, Any] = field(default_factory=dict)
+    # E2E-TTT: inner mini-batch b (<= window), blocks with a dynamic MLP (None: a quarter,
+    # at least one), the inner SGD learning rate η and the inner gradient's global-norm clip
+    # (0: none), and which of the paper's ablations runs.
+    ttt_mini_batch: int = 8
+    ttt_layers: int | None = None
+    ttt_lr: float = 1.0
+    ttt_clip: float = 1.0
+    ttt_mode: str = "e2e"
 
     def __post_init__(self) -> None:
         check_fields(self, "model")  # types first: `dim = "32"` is refused here, by name
@@ -104,6 +119,27 @@ class ModelConfig:
             raise ConfigError(f"model.cms_chunks must list positive whole chunk sizes, got {self.cms_chunks!r}",
                               hint="e.g. cms_chunks = [16, 64]")
         self.cms_chunks = list(self.cms_chunks)
+        self._check_ttt()
+
+    @property
+    def ttt_suffix(self) -> int:
+        """How many of the last blocks learn at test time (``ttt`` kind)."""
+        return self.ttt_layers if self.ttt_layers is not None else max(1, self.n_layers // 4)
+
+    def _check_ttt(self) -> None:
+        if self.ttt_mode not in TTT_MODES:
+            raise ConfigError(f"unknown model.ttt_mode {self.ttt_mode!r}", hint=f"use one of: {', '.join(TTT_MODES)}")
+        if self.ttt_mini_batch < 1 or self.ttt_lr < 0 or self.ttt_clip < 0:
+            raise ConfigError("model.ttt_mini_batch must be >= 1, ttt_lr and ttt_clip >= 0",
+                              hint="e.g. ttt_mini_batch = 16, ttt_lr = 1.0, ttt_clip = 1.0")
+        if self.kind != "ttt":
+            return
+        if not 1 <= self.ttt_suffix <= self.n_layers:
+            raise ConfigError(f"model.ttt_layers must lie in 1 … n_layers ({self.n_layers}), got {self.ttt_layers}",
+                              hint="leave it unset for the paper's last quarter")
+        if self.ttt_mini_batch > self.window:
+            raise ConfigError(f"model.ttt_mini_batch {self.ttt_mini_batch} exceeds the window {self.window}",
+                              hint="E2E-TTT needs window >= mini-batch, so a mini-batch sees itself")
 
     def _check_memory_options(self) -> None:
         """Keys and values of ``memory_options`` are NeuralMemoryConfig's own: check

@@ -9,6 +9,7 @@ the feed-forward part the kind brings (``FFN_BUILDERS``)::
     mac           [memory as context]               mag       [memory as gate]
     mal           [neural memory, sliding-window attention]
     hope          [self-modifying Titans] + CMS     hope_attention  [attention] + CMS
+    ttt           [SWA with QK-norm]; the last quarter: + a dynamic MLP trained on the context
 
 Every mixer has the same contract, ``mixer(x, state) -> (y, state)`` with
 ``state=None`` meaning "start of a sequence". The model's state is the list of
@@ -46,7 +47,7 @@ from lifelong.errors import ConfigError, StateError
 from lifelong.neural.attention import Attention
 from lifelong.neural.config import ModelConfig
 from lifelong.neural.deltanet import GatedDeltaNet
-from lifelong.neural.layers import titans
+from lifelong.neural.layers import titans, ttt
 from lifelong.neural.layers.cms import CMSConfig, CMSState, ContinuumMemory
 from lifelong.neural.layers.hope import SelfModConfig, SelfModifyingTitans
 from lifelong.neural.pretrained import PretrainedMixin
@@ -106,14 +107,18 @@ MIXER_BUILDERS: dict[str, Callable[[ModelConfig], list[nn.Module]]] = {
     "mal": _mal,
     "hope": lambda c: [SelfModifyingTitans(selfmod_config(c))],
     "hope_attention": lambda c: [Attention(c.dim, c.n_heads, window=None, rope_base=c.rope_base)],
+    "ttt": lambda c: [Attention(c.dim, c.n_heads, window=c.window, rope_base=c.rope_base, qk_norm=True)],
 }
 
 # Kinds whose blocks end in their own feed-forward part instead of ``x + MLP(norm(x))``:
-# kind -> a module with ``forward(x, state) -> x'`` (residuals and norms inside),
-# ``check_state`` and, for in-context learners, ``fast_weights`` and ``learn``.
-FFN_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "hope": lambda c: ContinuumMemory(cms_config(c)),
-    "hope_attention": lambda c: ContinuumMemory(cms_config(c)),
+# (kind, block index) -> a module with ``forward(x, state) -> x'`` (residuals and norms
+# inside) and ``check_state`` (CMS learners also ``fast_weights`` and ``learn``), or None
+# for a plain MLP in that block.
+FFN_BUILDERS: dict[str, Callable[[ModelConfig, int], nn.Module | None]] = {
+    "hope": lambda c, i: ContinuumMemory(cms_config(c)),
+    "hope_attention": lambda c, i: ContinuumMemory(cms_config(c)),
+    # E2E-TTT: the last quarter of the blocks add a dynamic MLP (``layers.ttt``)
+    "ttt": lambda c, i: ttt.TTTFeedForward(c.dim, c.mlp_hidden) if i >= c.n_layers - c.ttt_suffix else None,
 }
 
 
@@ -127,14 +132,15 @@ def build_mixers(config: ModelConfig) -> list[nn.Module]:
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, index: int = 0) -> None:
         super().__init__()
         self.mixers = nn.ModuleList(build_mixers(config))
         self.mixer_norms = nn.ModuleList(nn.RMSNorm(config.dim) for _ in self.mixers)
-        ffn = FFN_BUILDERS.get(config.kind)
+        builder = FFN_BUILDERS.get(config.kind)
+        ffn = builder(config, index) if builder is not None else None
         self.own_ffn = ffn is not None
         if ffn is not None:
-            self.mlp = ffn(config)  # its state is the block state's last entry
+            self.mlp = ffn  # its state is the block state's last entry
         else:
             self.mlp_norm = nn.RMSNorm(config.dim)
             self.mlp = MLP(config.dim, config.mlp_hidden)
@@ -186,7 +192,7 @@ class CausalLM(PretrainedMixin, nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = nn.RMSNorm(config.dim)
         self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -217,8 +223,24 @@ class CausalLM(PretrainedMixin, nn.Module):
         blob = json.dumps(dataclasses.asdict(self.config), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def ttt_active(self) -> bool:
+        """Whether a ``ttt`` model runs its inner loop now: always in ``e2e`` mode; in
+        ``dynamic_eval`` only in eval mode (trained without it); never when ``off``."""
+        mode = self.config.ttt_mode
+        return self.config.kind == "ttt" and (mode == "e2e" or (mode == "dynamic_eval" and not self.training))
+
     def forward(self, input_ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Logits ``[B, T, vocab]`` for ``input_ids [B, T]`` and the state after them."""
+        if self.ttt_active():
+            if torch.is_inference_mode_enabled():  # as below: the inner loop needs autograd
+                with torch.inference_mode(False), torch.no_grad():
+                    ids = input_ids.clone()
+                    state = map_tensors(state, lambda t: t.clone()) if state is not None else None
+                    return ttt.forward(self, ids, state)
+            return ttt.forward(self, input_ids, state)
+        if isinstance(state, ttt.TTTModelState):
+            raise StateError("this state was made with the TTT inner loop on",
+                             hint="keep the model's mode (train / eval, ttt_mode) for the whole stream")
         if self.learners and self.in_context_updates:
             if torch.is_inference_mode_enabled():
                 # learning in context needs autograd, which inference mode switches off

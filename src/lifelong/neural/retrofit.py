@@ -338,28 +338,27 @@ class LearnerAnswer:
 
 
 @dataclass(frozen=True)
-class LearnerCost:
-    memory_tokens: int = 0  # learnt text put into every query's context
-    stored_tokens: int = 0  # learnt text kept outside the context
-    state_bytes: int = 0  # everything kept between tasks
+class LearnerMemory:
+    tokens: int = 0  # learnt text put into every query's context
+    bytes: int = 0  # everything kept between tasks (the CMS levels' state)
 
 
 class RetrofitLearner:
-    """The retrofitted Gemma as a learner of the continual-learning harness: ``learn(task)``
-    reads a task's material while the CMS levels learn, ``answer(query, max_tokens)`` answers
-    greedily, ``state()`` reports what it carries (the harness's ``Learner`` protocol, by
-    duck typing: ``LearnerAnswer`` / ``LearnerCost`` have the fields of its ``Answer`` /
-    ``LearnerState``).
+    """The retrofitted Gemma as a learner of the continual-learning harness
+    (``lifelong.continual``'s ``Learner`` protocol, by duck typing: this package sits
+    below it): ``learn(task)`` reads a task's material while the CMS levels learn,
+    ``answer(query)`` answers greedily within the query's token budget, ``memory()``
+    says what it carries.
 
-    ``keep_context=False`` (the default) answers in a fresh context: whatever the
-    learner knows about earlier material is in its weights. ``True`` also keeps the
-    material read so far in the context (in-context learning plus the CMS)."""
-
-    name = "hope-gemma"
+    ``keep_context=False`` (the default, learner ``hope-gemma``) answers in a fresh
+    context: whatever the learner knows about earlier material is in its weights.
+    ``True`` (``hope-gemma+icl``) also keeps the material read so far in the context
+    (in-context learning plus the CMS)."""
 
     def __init__(self, gemma: HopeGemma, keep_context: bool = False, stop: Sequence[str] = ("\n",)) -> None:
         self.gemma = gemma
         self.keep_context = keep_context
+        self.name = "hope-gemma+icl" if keep_context else "hope-gemma"
         self.stop = list(stop)
         self.session = gemma.session()
         self.material_tokens = 0
@@ -371,19 +370,18 @@ class RetrofitLearner:
         text = task.material.strip() + "\n\n"
         self.material_tokens += g.read(self.session, text, learn=True)
 
-    def answer(self, query: Any, max_tokens: int) -> LearnerAnswer:
+    def answer(self, query: Any, max_tokens: int | None = None) -> LearnerAnswer:
         g = self.gemma
+        budget = int(max_tokens if max_tokens is not None else getattr(query, "max_tokens", 16))
         probe = self.session if self.keep_context else Session(state=self.session.state)
-        text = g.answer(probe, query.prompt, max_new_tokens=max_tokens, stop=self.stop)
+        text = g.answer(probe, query.prompt, max_new_tokens=budget, stop=self.stop)
         if probe is not self.session:
             self.session.answer_s += probe.answer_s
         n = len(g.tokenizer.encode(query.prompt, add_special_tokens=False))
         return LearnerAnswer(text.strip(), n + (self.session.seen if self.keep_context else 0))
 
-    def state(self) -> LearnerCost:
-        return LearnerCost(memory_tokens=self.session.seen if self.keep_context else 0,
-                           stored_tokens=0 if self.keep_context else self.material_tokens,
-                           state_bytes=self.session.nbytes)
+    def memory(self) -> LearnerMemory:
+        return LearnerMemory(tokens=self.session.seen if self.keep_context else 0, bytes=self.session.nbytes)
 
 
 # --------------------------------------------------------------------------- as an LLM
