@@ -22,7 +22,6 @@ from lifelong.train.checkpoint import load_checkpoint
 
 from .memory_server import ThreadServer, free_port, tiny_checkpoint
 
-
 EOS = 258
 
 
