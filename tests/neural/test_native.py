@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -129,3 +130,19 @@ def test_disabled_by_environment_and_fallback_warns(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert broken.returncode == 0, broken.stderr
     assert "module False error True warned True finite True" in broken.stdout
+
+
+def test_a_lock_left_by_a_killed_build_does_not_hang_later_loads(ext, tmp_path):
+    # torch's build lock is a plain file: a build killed half-way leaves it, and
+    # torch alone would wait for it forever on every later load (of a finished build too)
+    name = native._name()[0]
+    root = tmp_path / "ext"
+    shutil.copytree(native._build_directory(name), root / name)  # the finished build, timestamps kept
+    (root / name / "lock").touch()
+    code = "from lifelong.neural.memory import native\nprint('loaded', native.load() is not None)\n"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, TORCH_EXTENSIONS_DIR=str(root)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "loaded True" in done.stdout
+    assert "removed a lock left by an interrupted build" in done.stderr
+    assert not (root / name / "lock").exists()

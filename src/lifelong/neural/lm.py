@@ -117,6 +117,10 @@ FFN_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
 }
 
 
+# The sequence mixers whose weight memory writes at test time (``CausalLM.memory_writes``).
+WEIGHT_MEMORIES = (titans.MemoryLayer, titans.MACLayer, titans.MAGLayer, SelfModifyingTitans)
+
+
 def build_mixers(config: ModelConfig) -> list[nn.Module]:
     """The sequence mixers of one block, in order."""
     return MIXER_BUILDERS[config.kind](config)
@@ -191,6 +195,20 @@ class CausalLM(PretrainedMixin, nn.Module):
         # False reads with the state's weights and never writes them).
         self.learners = [b.mlp for b in self.blocks if isinstance(b.mlp, ContinuumMemory)]
         self.in_context_updates = bool(self.learners)
+
+    @property
+    def memory_writes(self) -> bool:
+        """Whether the weight memories in the sequence mixers (Titans, self-modifying
+        Titans) write. False: they are read with the weights the state holds and never
+        written, the ablation of the same model without its long-term memory. The CMS
+        has its own switch, ``in_context_updates``."""
+        return all(m.writes for m in self.modules() if isinstance(m, WEIGHT_MEMORIES))
+
+    @memory_writes.setter
+    def memory_writes(self, enabled: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, WEIGHT_MEMORIES):
+                m.writes = bool(enabled)
 
     def fingerprint(self) -> str:
         import hashlib

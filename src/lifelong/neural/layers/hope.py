@@ -221,6 +221,8 @@ class SelfModifyingTitans(nn.Module):
         })
         self.lr_bias = nn.Parameter(torch.full((H,), c.init_lr_logit))
         self.retention_bias = nn.Parameter(torch.full((H,), c.init_retention_logit))
+        # False: the memories are read and never written (the ablation without them)
+        self.writes = True
         self.reset_parameters()
 
     @torch.no_grad()
@@ -375,7 +377,7 @@ class SelfModifyingTitans(nn.Module):
         for s in range(0, TT, U):
             e = min(s + U, TT)
             whole = e - s == U
-            y, run = self._step(xh[:, s:e], q[:, s:e], read, run, whole, B)
+            y, run = self._step(xh[:, s:e], q[:, s:e], read, run, whole and self.writes, B)
             outs.append(y)
             if not whole:
                 break

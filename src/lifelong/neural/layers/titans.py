@@ -26,10 +26,18 @@ Persistent tokens in MAG/MAL are keys/values every query attends to (attention
 sinks outside the window) rather than tokens literally prepended to the stream,
 so they stay visible however far a stream runs; the memory branch starts from
 its learned initial weights, which play the role of the prefix for the memory.
+
+Every layer here has ``writes`` (default True). With ``writes = False`` the memory
+is read but never written: each position reads the weights the state holds, and
+the state keeps them (its convolution context and position still advance, so a
+stream stays aligned). That is the ablation "the same model without its
+long-term memory": anything the output knows beyond attention's reach came
+through the memory's writes (``CausalLM.memory_writes`` sets it for a model).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -68,6 +76,16 @@ def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
     return NeuralMemoryConfig(**options)
 
 
+def read_only(memory: NeuralMemory, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+    """``memory(x, state)`` without the writes: every position reads the state's weights,
+    and the new state has the old weights and momentum (its convolution context,
+    position and pending chunk advance as in a write, so writing can resume)."""
+    state = state if state is not None else memory.init_state(x.shape[0])
+    y = memory.retrieve(x, state)
+    advanced = memory.update(x, state)
+    return y, replace(advanced, weights=state.weights, momentum=state.momentum)
+
+
 class Gate(nn.Module):
     """o = W_o (norm_a(a) * sigmoid(norm_b(b))): learned per-channel scales, then a sigmoid gate."""
 
@@ -87,9 +105,10 @@ class MemoryLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.memory = NeuralMemory(memory_config(config))
+        self.writes = True
 
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        return self.memory(x, state)
+        return self.memory(x, state) if self.writes else read_only(self.memory, x, state)
 
 
 class MAGLayer(nn.Module):
@@ -101,23 +120,33 @@ class MAGLayer(nn.Module):
         self.attn = Attention(c.dim, c.n_heads, c.window, c.n_persistent, c.rope_base)
         self.memory = NeuralMemory(memory_config(c))
         self.gate = Gate(c.dim)
+        self.writes = True
 
     def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict]:
         state = state or {}
         y, attn_state = self.attn(x, state.get("attn"))
-        m, mem_state = self.memory(x, state.get("memory"))
+        if self.writes:
+            m, mem_state = self.memory(x, state.get("memory"))
+        else:
+            m, mem_state = read_only(self.memory, x, state.get("memory"))
         return self.gate(y, m), {"attn": attn_state, "memory": mem_state}
 
 
 class MACLayer(nn.Module):
     """Memory as context, segment by segment.
 
-    State: the memory as it was at the start of the current segment, and the
-    inputs of that segment seen so far. A call that ends mid-segment keeps the
-    partial segment and recomputes it from the segment-start memory when more
-    tokens arrive (each segment's outputs depend only on its own prefix), so
-    any split of a sequence into calls gives the outputs of one call, and the
-    carried state never grows beyond one segment.
+    State: the memory as it was at the start of the current segment, the inputs
+    of that segment seen so far, and the last ``conv_kernel − 1`` inputs before
+    it. A call that ends mid-segment keeps the partial segment and recomputes it
+    from the segment-start memory when more tokens arrive (each segment's outputs
+    depend only on its own prefix), so any split of a sequence into calls gives
+    the outputs of one call, and the carried state never grows beyond one segment.
+
+    Two streams pass through the memory: the inputs x, whose queries read it
+    (Eq. 21), and the attention outputs y, which are written and read back
+    (Eqs. 24–25). The memory's causal convolution runs over each stream on its
+    own: the memory state carries the written stream's context, and the queries'
+    context is the segment's preceding inputs (``tail``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -127,28 +156,44 @@ class MACLayer(nn.Module):
         self.attn = Attention(c.dim, c.n_heads, None, c.n_persistent, c.rope_base)
         self.memory = NeuralMemory(memory_config(c))
         self.gate = Gate(c.dim)
+        self.writes = True
 
-    def _segment(self, x: Tensor, mem: Any) -> tuple[Tensor, Any]:
-        h = self.memory.retrieve(x, mem)  # what the past says about these queries
-        y, _ = self.attn(x, aligned=h)  # [persistent | h | segment], causal
-        m, mem = self.memory(y, mem)  # write the attention output; read it back
+    def _read(self, x: Tensor, tail: Tensor | None, mem: Any) -> Tensor:
+        """h = M*(q): the segment's queries, convolved over the input stream (the last
+        inputs before the segment, then the segment), read with the memory ``mem``."""
+        if mem is None:  # the stream starts here: nothing precedes the segment
+            return self.memory.retrieve(x)
+        xx = x if tail is None else torch.cat([tail, x], dim=1)
+        # the convolution's context is in ``tail``, not in the written stream's state
+        h = self.memory.retrieve(xx, replace(mem, conv=torch.zeros_like(mem.conv)))
+        return h[:, xx.shape[1] - x.shape[1]:]
+
+    def _segment(self, x: Tensor, tail: Tensor | None, mem: Any) -> tuple[Tensor, Any]:
+        h = self._read(x, tail, mem)  # what the past says about these queries (Eq. 21)
+        y, _ = self.attn(x, aligned=h)  # [persistent | h | segment], causal (Eqs. 22–23)
+        # write the attention output; read it back (Eqs. 24–25)
+        m, mem = self.memory(y, mem) if self.writes else read_only(self.memory, y, mem)
         return self.gate(y, m), mem
 
     def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict]:
         state = state or {}
-        mem = state.get("memory")
+        mem, tail = state.get("memory"), state.get("tail")
         buffered = state.get("partial")
         n_old = 0 if buffered is None else buffered.shape[1]
         xx = x if buffered is None else torch.cat([buffered, x], dim=1)
+        keep = self.memory.config.conv_kernel - 1
         outs = []
         partial = None
         for s in range(0, xx.shape[1], self.segment_len):
             seg = xx[:, s : s + self.segment_len]
-            o, new_mem = self._segment(seg, mem)
+            o, new_mem = self._segment(seg, tail, mem)
             outs.append(o)
             if seg.shape[1] == self.segment_len:
                 mem = new_mem
+                if keep:
+                    recent = seg if tail is None else torch.cat([tail, seg], dim=1)
+                    tail = recent[:, max(0, recent.shape[1] - keep):]
             else:
                 partial = seg
         y = torch.cat(outs, dim=1)[:, n_old:]
-        return y, {"memory": mem, "partial": partial}
+        return y, {"memory": mem, "partial": partial, "tail": tail}

@@ -9,6 +9,12 @@ build takes about 40 s and is cached under ``TORCH_EXTENSIONS_DIR``, by default
 same arithmetic in eager PyTorch, after one warning.
 
 ``LIFELONG_NATIVE=0`` turns it off; :func:`use` switches it within a block.
+
+A build killed half-way (kill -9, a CI timeout) leaves torch's lock file behind,
+and torch then waits for it forever, on every later load. The load therefore
+holds an operating-system lock of its own (released by the kernel when its
+holder dies) and clears any lock file it finds while holding it: whoever made
+that file is no longer building.
 """
 
 from __future__ import annotations
@@ -46,15 +52,50 @@ def _flags() -> tuple[str, list[str]]:
     return capability.lower(), flags
 
 
-def _built(name: str) -> bool:
-    """Whether torch's extension cache already holds this build (only to decide
-    whether to announce a compile)."""
+def _build_directory(name: str) -> Path | None:
+    """Torch's build folder for this extension (None if torch's helper moved)."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
-    except Exception:  # a private helper of torch's: if it moves, just announce
-        return False
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def _exclusive(build_dir: Path | None) -> Iterator[None]:
+    """Hold the build folder's lock for one build or load; clear a stale torch lock.
+
+    ``fcntl.flock`` is released when its holder exits, however it exits, so a
+    second process waits only while the first is really building. Every lifelong
+    build holds it around torch's own lock, so a torch ``lock`` file seen while
+    holding it was left by a build that died."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock only
+        fcntl = None
+    if build_dir is None or fcntl is None:
+        yield
+        return
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "lifelong.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = build_dir / "lock"
+            if stale.exists():
+                stale.unlink(missing_ok=True)
+                print("lifelong: removed a lock left by an interrupted build of the native chunk loop",
+                      file=sys.stderr, flush=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _built(name: str) -> bool:
+    """Whether torch's extension cache already holds this build (only to decide
+    whether to announce a compile)."""
+    build_dir = _build_directory(name)  # a private helper of torch's: if it moves, just announce
+    return build_dir is not None and any(build_dir.glob(f"{name}*.so"))
 
 
 def _name() -> tuple[str, list[str]]:
@@ -88,7 +129,8 @@ def load() -> ModuleType | None:
         try:
             from torch.utils.cpp_extension import load as build
 
-            _module = build(name=name, sources=[str(_SOURCE)], extra_cflags=flags, verbose=False)
+            with _exclusive(_build_directory(name)):
+                _module = build(name=name, sources=[str(_SOURCE)], extra_cflags=flags, verbose=False)
         except Exception as exc:  # no compiler, no ninja, no BLAS symbols: run eager
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             warnings.warn(
