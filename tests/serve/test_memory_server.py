@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -230,6 +231,17 @@ def test_bad_input_is_a_clear_4xx_and_others_keep_being_served(tmp_path):
         copy = c.get("/v1/sessions/good/state").content
         assert c.put("/v1/sessions/victim/state", content=copy).status_code == 200
         assert c.post("/v1/sessions/victim/append", json={"text": "!"}).json()["tokens"] == 11
+        # a well-formed state of the wrong shape: refused when used, the others unharmed
+        state, logits, ntok = S.decode(copy, srv.engine.fingerprint)
+        mem = state[0][0]
+        bad = S.encode([[dataclasses.replace(mem, weights=tuple(w[..., :1] for w in mem.weights))],
+                        *state[1:]], logits, ntok, srv.engine.fingerprint)
+        assert c.put("/v1/sessions/odd/state", content=bad).status_code == 200
+        with cf.ThreadPoolExecutor(2) as pool:
+            r_odd, r_good = pool.map(lambda sid: c.post(f"/v1/sessions/{sid}/append", json={"text": "zz"}),
+                                     ["odd", "good"])
+        assert r_odd.status_code == 409 and "cannot be read" in r_odd.json()["error"]["message"]
+        assert r_good.status_code == 200
 
 
 def test_fork_restore_delete_and_openai_completions(tmp_path):

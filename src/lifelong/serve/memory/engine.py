@@ -338,11 +338,27 @@ class Engine:
             if not self.config.batching:
                 key = (id(e),)
             groups.setdefault(key, []).append(item)
+        failed: set[int] = set()
         for items in groups.values():
             for lo in range(0, len(items), self.config.max_batch):
-                self._forward(items[lo : lo + self.config.max_batch])
+                batch = items[lo : lo + self.config.max_batch]
+                try:
+                    self._forward(batch)
+                except Exception:
+                    # one session's state may be what breaks the forward: run each alone so
+                    # only that session's request fails
+                    for item in batch:
+                        try:
+                            self._forward([item])
+                        except Exception as exc:
+                            e = item[0]
+                            failed.add(id(e))
+                            e.state, e.logits, e.loaded = None, None, False
+                            msg = exc.message if isinstance(exc, LifelongError) else f"{type(exc).__name__}: {exc}"
+                            self._finish(e, StateError(f"session {e.sid!r} cannot be read by this model ({msg})",
+                                                       hint="restore its state from a copy or delete it"))
         # jobs with nothing left to feed are done: commit their states, then answer
-        done = [(e, j) for e, j, _ in pieces if not j.tokens and j.max_new <= 0]
+        done = [(e, j) for e, j, _ in pieces if id(e) not in failed and not j.tokens and j.max_new <= 0]
         if done:
             self._commit(done)
         self._evict()
