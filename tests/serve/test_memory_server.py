@@ -381,3 +381,24 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, backend, request):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_one_token_at_any_offset_is_bit_for_bit_the_plain_step(tmp_path):
+    """Decoding sessions at different offsets in one forward sets each memory's pending tokens
+    aside: for a single session that must be exactly the plain step (float64, bit for bit)."""
+    ck = tiny_checkpoint(tmp_path, "lmm")
+    model, _ = load_checkpoint(ck)
+    model = model.double()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n in range(1, 12):
+            _, state = model(torch.randint(0, 256, (1, n)))
+            tok = torch.randint(0, 256, (1, 1))
+            if not S.one_token_any_offset(state):
+                assert n % 4 == 3  # the token completes a chunk: not eligible
+                continue
+            want_logits, want = model(tok, state)
+            got_logits, got = model(tok, S.strip_pending(state))
+            got = S.restore_pending(state, got)
+            assert torch.equal(got_logits, want_logits)
+            _assert_states_close(got, want, 0)

@@ -334,16 +334,20 @@ class Engine:
         groups: dict[Any, list[tuple[Entry, Job, list[int]]]] = {}
         for item in pieces:
             e = item[0]
-            key = (None if e.state is None else S.signature(e.state), len(item[2]))
             if not self.config.batching:
-                key = (id(e),)
+                key: Any = (id(e),)
+            elif len(item[2]) == 1 and e.state is not None and S.one_token_any_offset(e.state):
+                key = ("any-offset", S.signature(S.strip_pending(e.state)))
+            else:
+                key = (None if e.state is None else S.signature(e.state), len(item[2]))
             groups.setdefault(key, []).append(item)
         failed: set[int] = set()
-        for items in groups.values():
+        for key, items in groups.items():
+            strip = key[0] == "any-offset"
             for lo in range(0, len(items), self.config.max_batch):
                 batch = items[lo : lo + self.config.max_batch]
                 try:
-                    self._forward(batch)
+                    self._forward(batch, strip)
                 except Exception:
                     # one session's state may be what breaks the forward: run each alone so
                     # only that session's request fails
@@ -364,12 +368,17 @@ class Engine:
         self._evict()
 
     @torch.no_grad()
-    def _forward(self, items: list[tuple[Entry, Job, list[int]]]) -> None:
+    def _forward(self, items: list[tuple[Entry, Job, list[int]]], strip: bool = False) -> None:
+        """One forward over the stacked states of ``items``; ``strip``: one token each, sessions
+        at different offsets within their memories' chunks (``states.one_token_any_offset``)."""
         ids = torch.tensor([p for _, _, p in items], dtype=torch.long, device=self.device)
-        first = items[0][0].state
-        state = None if first is None else (first if len(items) == 1 else S.stack([e.state for e, _, _ in items]))
+        olds = [e.state for e, _, _ in items]
+        ins = [S.strip_pending(s) for s in olds] if strip else olds
+        state = None if ins[0] is None else (ins[0] if len(items) == 1 else S.stack(ins))
         logits, new = self.model(ids, state)
         rows = [new] if len(items) == 1 else S.split(new, len(items))
+        if strip:
+            rows = [S.restore_pending(o, r) for o, r in zip(olds, rows)]
         now = time.monotonic()
         for (e, job, piece), row, lg in zip(items, rows, logits[:, -1]):
             e.state, e.logits = row, lg.detach().clone()

@@ -225,3 +225,50 @@ def _metadata(blob: bytes) -> dict[str, str]:
     if not isinstance(meta, dict):
         raise ValueError("bad metadata")
     return {str(k): str(v) for k, v in meta.items()}
+
+
+# --------------------------------------------------------------------------- decoding at any offset
+
+
+def _memories(state: Any) -> list[MemoryState] | None:
+    """The neural memories of a state made of nothing else (lists of ``MemoryState``), or None."""
+    if isinstance(state, MemoryState):
+        return [state]
+    if isinstance(state, list):
+        out: list[MemoryState] = []
+        for v in state:
+            m = _memories(v)
+            if m is None:
+                return None
+            out += m
+        return out
+    return None
+
+
+def one_token_any_offset(state: Any) -> bool:
+    """Whether one more token leaves every memory of ``state`` mid-chunk (no write happens):
+    then the step reads only the chunk-start weights and the convolution cache, whatever
+    the tokens pending in the chunk, and sessions at different offsets can share it."""
+    mems = _memories(state)
+    return bool(mems) and all(m.pending + 1 < int(m.config.get("chunk_size", 0)) for m in mems)
+
+
+def strip_pending(state: Any) -> Any:
+    """``state`` with the pending tokens of each memory set aside (position at the chunk start)."""
+    if isinstance(state, MemoryState):
+        return dataclasses.replace(state, position=state.position - state.pending,
+                                   pending_k=state.pending_k[:, :, :0], pending_v=state.pending_v[:, :, :0],
+                                   pending_gates=state.pending_gates[:, :, :0])
+    return [strip_pending(v) for v in state]
+
+
+def restore_pending(old: Any, new: Any) -> Any:
+    """The state after one token: ``new`` (from the stripped state) with ``old``'s pending tokens
+    put back in front of the one it added."""
+    if isinstance(old, MemoryState):
+        return dataclasses.replace(
+            new, position=old.position + 1,
+            pending_k=torch.cat([old.pending_k, new.pending_k], dim=2),
+            pending_v=torch.cat([old.pending_v, new.pending_v], dim=2),
+            pending_gates=torch.cat([old.pending_gates, new.pending_gates], dim=2))
+    return [restore_pending(o, n) for o, n in zip(old, new)]
