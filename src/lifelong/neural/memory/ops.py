@@ -132,9 +132,7 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
     """Coefficients for ``n`` complete chunks from gate logits [N, n, b, 3] (θ, α, η)."""
     theta = config.max_lr * torch.sigmoid(gate_logits[..., 0])  # θ_t ∈ (0, max_lr)
     if config.gates == "chunk":
-        # one α, η per chunk; reduced along a contiguous last axis so that each memory's
-        # mean is summed in the same order whatever the batch (batched serving stays exact)
-        mean = gate_logits[..., 1:].transpose(-1, -2).contiguous().mean(dim=-1)
+        mean = gate_logits[..., 1:].mean(dim=-2)  # one α, η per chunk
         keep = torch.sigmoid(-mean[..., 0])  # 1 − α
         eta = config.max_momentum * torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
         return ChunkCoefficients(a=keep, kappa=eta, h=eta, c=theta, e=None)
