@@ -71,14 +71,16 @@ def assert_states_equal(s1: MemoryState, s2: MemoryState) -> None:
 
 
 ALL_GATES = [("chunk", True), ("chunk", False), ("token", True), ("token", False)]
+UPDATES = ["bounded", "paper"]
 
 
 # --- the equations -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("gates,momentum", ALL_GATES)
-def test_token_recurrence_b1_equals_naive_loop(seed, gates, momentum):
-    m = make(tiny(chunk_size=1, gates=gates, momentum=momentum), seed)
+def test_token_recurrence_b1_equals_naive_loop(seed, gates, momentum, update):
+    m = make(tiny(chunk_size=1, gates=gates, momentum=momentum, update=update), seed)
     x = rand_x(2, 9)
     y, state = m(x)
     y_ref, W_ref, S_ref = naive_forward(m, x)
@@ -89,17 +91,20 @@ def test_token_recurrence_b1_equals_naive_loop(seed, gates, momentum):
         assert_close(s, s_ref)
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("gates,momentum", ALL_GATES)
 @pytest.mark.parametrize("depth", [1, 3])
-def test_chunked_equals_naive_per_chunk(seed, loop, gates, momentum, depth):
+def test_chunked_equals_naive_per_chunk(seed, loop, gates, momentum, depth, update):
     # T = 11 with b = 3: three written chunks and a partial one that is read only
-    m = make(tiny(chunk_size=3, gates=gates, momentum=momentum, depth=depth), seed)
+    m = make(tiny(chunk_size=3, gates=gates, momentum=momentum, depth=depth, update=update), seed)
     x = rand_x(2, 11)
     y, state = m(x)
-    y_ref, W_ref, _ = naive_forward(m, x)
+    y_ref, W_ref, S_ref = naive_forward(m, x)
     assert_close(y, y_ref)
     for w, w_ref in zip(state.weights, W_ref):
         assert_close(w, w_ref)
+    for s, s_ref in zip(state.momentum, S_ref):
+        assert_close(s, s_ref)
     assert state.pending == 2 and int(state.position[0]) == 11
 
 
@@ -200,9 +205,10 @@ def test_detach_cuts_the_graph_and_keeps_values(seed):
 # --- outer-loop gradients ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("gates", ["chunk", "token"])
-def test_outer_gradients_match_finite_differences(seed, loop, gates):
-    m = make(tiny(dim=4, heads=1, head_dim=3, chunk_size=2, gates=gates, conv_kernel=2), seed)
+@pytest.mark.parametrize("gates,update", [("chunk", "bounded"), ("token", "bounded"), ("chunk", "paper")])
+def test_outer_gradients_match_finite_differences(seed, loop, gates, update):
+    m = make(tiny(dim=4, heads=1, head_dim=3, chunk_size=2, gates=gates, conv_kernel=2, update=update),
+             seed)
     x = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
     names = ["to_qkv.weight", "to_gates.weight", "to_gates.bias", "init_weights.0",
              "init_weights.1", "conv"]
@@ -216,11 +222,14 @@ def test_outer_gradients_match_finite_differences(seed, loop, gates):
     assert torch.autograd.gradcheck(f, (x, *[params[n] for n in names]), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("gates,depth", [("token", 2), ("chunk", 1), ("chunk", 2), ("chunk", 3)])
-def test_outer_gradients_match_naive_autograd(seed, loop, gates, depth):
+def test_outer_gradients_match_naive_autograd(seed, loop, gates, depth, update):
     """Gradients of the outputs, final weights and final momentum (the chunk-gate
-    path has a hand-written backward; the naive loop is plain autograd)."""
-    m = make(tiny(chunk_size=3, gates=gates, depth=depth), seed)
+    path has a hand-written backward; the naive loop is plain autograd). With the
+    bounded rule they also flow through the Gram bound into the keys, and through
+    (1 − η) into the momentum gate."""
+    m = make(tiny(chunk_size=3, gates=gates, depth=depth, update=update), seed)
     x = rand_x(2, 8)
     y, state = m(x)
     loss = y.pow(2).sum() + sum(w.pow(2).sum() for w in state.weights) + sum(
@@ -292,6 +301,10 @@ def test_bad_inputs_raise_clear_errors(seed):
         other(rand_x(2, 4), state)
     with pytest.raises(ConfigError):
         NeuralMemoryConfig(gates="sometimes")
+    with pytest.raises(ConfigError, match="update"):
+        NeuralMemoryConfig(update="delta")
+    with pytest.raises(ConfigError, match="value_norm"):
+        NeuralMemoryConfig(value_norm="yes")
     with pytest.raises(StateError):  # different pending lengths cannot share a batch
         MemoryState.stack([m(rand_x(1, 4))[1], m(rand_x(1, 5))[1]])
 
@@ -338,15 +351,26 @@ def test_empty_input_returns_empty_output_and_same_state(seed):
 # --- the default configuration stays finite on long streams ---------------------------
 
 
-@pytest.mark.parametrize("overrides", [{}, {"gates": "token"}, {"depth": 1}, {"chunk_size": 4}])
+STRESS = {"init_lr_logit": 10.0, "init_forget_logit": -10.0}  # θ at its bound, no forgetting
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"gates": "token"}, {"depth": 1}, {"chunk_size": 4}, {"chunk_size": 1, **STRESS}, STRESS,
+    {"update": "paper"}, {"update": "paper", "gates": "token"}, {"update": "paper", "chunk_size": 4},
+])
 def test_default_config_stays_finite_over_a_long_stream(seed, overrides):
-    """Untrained memory, default θ bound (``stable_max_lr``), 2 × 8192 tokens of input
-    at a large scale (the memory RMS-normalizes its input): the weights stay finite
-    and bounded, and the output stays finite, the whole way."""
+    """Untrained memory, the rule's default θ bound (0.5 for "bounded",
+    ``stable_max_lr`` for "paper"), 2 × 8192 tokens of input at a large scale (the
+    memory RMS-normalizes its input): the weights stay finite and bounded, and the
+    output stays finite, the whole way. The bounded rule also with its gates at
+    their most aggressive (θ at the bound, no forgetting)."""
     from lifelong.neural.memory import stable_max_lr
 
     cfg = NeuralMemoryConfig(**overrides)
-    assert cfg.max_lr == stable_max_lr(cfg.chunk_size, cfg.gates)
+    if cfg.update == "paper":
+        assert cfg.max_lr == stable_max_lr(cfg.chunk_size, cfg.gates) and not cfg.value_norm
+    else:
+        assert cfg.max_lr == 0.5 and cfg.value_norm
     m = NeuralMemory(cfg, seed=seed)
     state, largest = None, 0.0
     with torch.no_grad():
@@ -359,10 +383,98 @@ def test_default_config_stays_finite_over_a_long_stream(seed, overrides):
     assert largest < 100.0
 
 
-def test_overflowing_memory_raises_instead_of_returning_nan(seed):
-    cfg = NeuralMemoryConfig(dim=64, heads=2, head_dim=32, chunk_size=1, max_lr=50.0,
-                             init_lr_logit=10.0, init_momentum_logit=10.0)
+@pytest.mark.parametrize("update,momentum_logit", [("paper", 10.0), ("bounded", 2.2)])
+def test_overflowing_memory_raises_instead_of_returning_nan(seed, update, momentum_logit):
+    # (the bounded rule scales the step by 1 − η: at η ≈ 1 it would write nothing)
+    cfg = NeuralMemoryConfig(dim=64, heads=2, head_dim=32, chunk_size=1, max_lr=50.0, update=update,
+                             init_lr_logit=10.0, init_momentum_logit=momentum_logit)
     m = NeuralMemory(cfg, seed=seed)
     with torch.no_grad(), pytest.raises(StateError, match="overflowed") as err:
         m(torch.randn(1, 512, 64))
     assert "max_lr" in err.value.hint
+
+
+# --- the bounded rule: what it guarantees, and what it buys ------------------------------
+
+
+def test_gram_bound_bounds_the_chunk_curvature(seed):
+    from lifelong.neural.memory.ops import gram_bound
+
+    b, d = 8, 16
+    keys = F.normalize(torch.randn(20, b, d, dtype=torch.float64), dim=-1)
+    bound = gram_bound(keys)
+    top = torch.linalg.eigvalsh(keys @ keys.transpose(-1, -2))[:, -1]
+    assert bool((top <= bound + 1e-12).all()) and bool((bound <= b + 1e-12).all())
+    assert float(gram_bound(torch.eye(d, dtype=torch.float64)[:b])) == 1.0  # orthogonal keys
+    same = keys[0, :1].expand(b, d)
+    assert abs(float(gram_bound(same)) - b) < 1e-12  # one key repeated: λ_max = b
+    assert float(gram_bound(torch.zeros(b, d, dtype=torch.float64))) == 1.0  # the floor
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_bounded_write_of_orthogonal_keys_is_exact_after_momentum(seed, chunk):
+    """A linear memory, orthogonal unit keys, θ = max_lr = 0.5, no forgetting: the
+    chunk's Gram bound is 1 and one write moves M(k_i) all the way to v_i once the
+    momentum (η = 0.5) has run out; under the paper's rule the same momentum
+    applies the step 1/(1 − η) = 2 times and overshoots to the mirror image."""
+    d, n = 8, 4
+    errors = {}
+    for update in UPDATES:
+        cfg = NeuralMemoryConfig(dim=d, heads=1, head_dim=d, depth=1, chunk_size=chunk, update=update,
+                                 max_lr=0.5, init_momentum_logit=0.0)
+        m = NeuralMemory(cfg, seed=seed).double()
+        basis = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+        k = basis[:n].reshape(1, 1, n, d)
+        v = F.normalize(torch.randn(1, 1, n, d, dtype=torch.float64), dim=-1)
+        gates = torch.zeros(1, 1, n, 3, dtype=torch.float64)
+        gates[..., 0], gates[..., 1] = 40.0, -40.0  # θ = max_lr, α ≈ 0, η = 0.5
+        state = m.write_associations(k, v, gates, m.init_state(1))
+        drain = gates[..., :1, :].expand(1, 1, 64 * chunk, 3).clone()
+        drain[..., 0] = -40.0  # θ ≈ 0: only the momentum moves M
+        zeros = torch.zeros(1, 1, 64 * chunk, d, dtype=torch.float64)
+        before = (m.read_associations(k, m.init_state(1)) - v).norm()
+        state = m.write_associations(zeros, zeros.clone(), drain, state)
+        errors[update] = float((m.read_associations(k, state) - v).norm().detach() / before.detach())
+    assert errors["bounded"] < 1e-9
+    assert abs(errors["paper"] - 1.0) < 1e-6  # M(k) − v → −(M₀(k) − v)
+
+
+def test_one_write_stores_half_of_16_pairs_at_depth_2():
+    """The capacity goal (``lifelong bench memory --capacity``): one write of 16
+    random pairs removes ≥ 50 % of the associative loss at depth 2 with the default
+    rule and bound; the paper's rule at its stable bound removes far less."""
+    from lifelong.bench.memory import CapacityConfig, write_once_removed
+
+    cfg = CapacityConfig(trials=3, seed=random.randrange(1000))
+    for chunk in (16, 64):
+        mean, worst = write_once_removed(cfg, "bounded", 2, chunk)
+        assert worst > 0.5, (chunk, mean, worst)
+        assert write_once_removed(cfg, "paper", 2, chunk)[0] < 0.35
+
+
+def test_models_keep_the_paper_rule_and_its_caps_unless_asked():
+    from lifelong.neural.config import ModelConfig
+    from lifelong.neural.layers.titans import MAX_MOMENTUM, memory_config
+
+    paper = memory_config(ModelConfig(kind="mac", memory_chunk=8))
+    assert paper.update == "paper" and paper.max_lr == 0.005 and paper.max_momentum == MAX_MOMENTUM
+    bounded = memory_config(ModelConfig(kind="mac", memory_chunk=8, memory_options={"update": "bounded"}))
+    assert bounded.update == "bounded" and bounded.max_lr == 0.5 and bounded.max_momentum == 1.0
+    capped = memory_config(ModelConfig(kind="mac", memory_options={"update": "bounded", "max_lr": 0.2}))
+    assert capped.max_lr == 0.2
+
+
+def test_memories_saved_before_the_update_field_keep_the_papers_rule(seed, tmp_path):
+    import json
+
+    # a state's fingerprint under the paper's rule is the one saved before `update` existed
+    assert NeuralMemoryConfig(update="paper").fingerprint() == "dd89716075294a98"
+    assert NeuralMemoryConfig().fingerprint() != "dd89716075294a98"  # the bounded rule is another memory
+    m = NeuralMemory(tiny(update="paper"), seed=seed)
+    folder = m.save_pretrained(tmp_path / "memory")
+    config = json.loads((folder / "config.json").read_text())
+    del config["update"], config["value_norm"]  # as an earlier version wrote it
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = NeuralMemory.from_pretrained(folder)
+    assert loaded.config.update == "paper" and loaded.config.value_norm is False
+    assert loaded.config.fingerprint() == m.config.fingerprint()

@@ -384,7 +384,8 @@ def bench_hope_cmd(
 @bench_app.command("memory")
 def bench_memory_cmd(
     compare: str = typer.Option(
-        "titans-pytorch", "--compare", help="peer library to measure in the same run, or 'none'"
+        "titans-pytorch", "--compare",
+        help="peer to measure in the same run: titans-pytorch, lifelong with update rule paper or bounded, or none"
     ),
     dim: int = typer.Option(256, help="model width"),
     heads: int = typer.Option(4, help="memory heads"),
@@ -406,8 +407,31 @@ def bench_memory_cmd(
     quick: bool = typer.Option(
         False, "--quick", help="tiny config and few repeats: a smoke run, not a measurement"
     ),
+    update: str = typer.Option(
+        "paper", help="the memory's update rule for the speed run: paper (titans-pytorch's) or bounded"
+    ),
+    capacity: bool = typer.Option(
+        False, "--capacity",
+        help="instead of speed: the fraction of retrieval error one write of --pairs pairs removes, "
+        "by rule, depth and chunk size, and the longest stream that stays finite",
+    ),
+    pairs: int = typer.Option(16, help="--capacity: key→value pairs written once"),
+    depths: str = typer.Option("1,2", help="--capacity: comma-separated memory depths"),
+    chunks: str = typer.Option("1,4,16,64", help="--capacity: comma-separated write chunk sizes"),
+    updates: str = typer.Option("bounded,paper", help="--capacity: comma-separated update rules"),
+    max_lr: float = typer.Option(0.0, "--max-lr", help="--capacity: θ bound (0: each rule's default)"),
+    trials: int = typer.Option(8, help="--capacity: draws of keys, values and initial weights"),
+    drain: int = typer.Option(30, help="--capacity: chunks of momentum after the write"),
+    stream_tokens: int = typer.Option(32768, help="--capacity: longest stream tried"),
+    stream_scale: float = typer.Option(10.0, help="--capacity: RMS of the streamed input"),
+    value_norm: str = typer.Option(
+        "rule", "--value-norm", help="--capacity: ℓ2-normalize values: rule (the rule's default), on, off"
+    ),
+    gates: str = typer.Option("chunk", help="--capacity: granularity of α and η, chunk or token"),
+    json_out: Path = typer.Option(None, "--json", help="--capacity: also write the rows as JSON here"),
 ) -> None:
-    """Training and inference tokens/s of the neural memory; last line is machine-readable."""
+    """Training and inference tokens/s of the neural memory; last line is machine-readable.
+    With --capacity: how much one write stores and how long the memory stays finite."""
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -415,9 +439,20 @@ def bench_memory_cmd(
     from lifelong.bench import memory as ms
 
     console = Console()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if capacity:
+        _capacity(console, dim=dim, heads=heads, head_dim=head_dim, expansion=expansion, pairs=pairs,
+                  depths=depths, chunks=chunks, updates=updates, max_lr=max_lr, trials=trials,
+                  drain=drain, stream_tokens=stream_tokens, stream_scale=stream_scale,
+                  stream_piece=stream_piece, quick=quick, json_out=json_out, value_norm=value_norm,
+                  gates=gates)
+        return
+    if update not in ("paper", "bounded"):
+        raise ConfigError(f"unknown update rule {update!r}", hint="use --update paper or --update bounded")
     peer = None if compare.lower() in ("", "none") else compare
-    if peer not in (None, "titans-pytorch"):
-        raise ConfigError(f"unknown peer {compare!r}", hint="use --compare titans-pytorch or none")
+    if peer not in (None, "titans-pytorch", "paper", "bounded"):
+        raise ConfigError(f"unknown peer {compare!r}", hint="use --compare titans-pytorch, paper, bounded or none")
     if peer == "titans-pytorch":
         try:
             import titans_pytorch  # noqa: F401
@@ -430,8 +465,6 @@ def bench_memory_cmd(
         raise ConfigError(f"unknown dtype {dtype!r}", hint="use float32, bfloat16 or float16")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("no CUDA device is available", hint="run with --device cpu")
-    if threads > 0:
-        torch.set_num_threads(threads)
     lengths = [int(s) for s in memory_lengths.split(",") if s.strip()]
     if quick:
         dim, heads, head_dim, write_chunk, batch, seq = 64, 2, 32, 16, 2, 256
@@ -439,7 +472,7 @@ def bench_memory_cmd(
     cfg = ms.MemoryBenchConfig(
         dim=dim, heads=heads, head_dim=head_dim, depth=depth, expansion=expansion, chunk=write_chunk,
         batch=batch, seq=seq, repeats=repeats, warmup=warmup, compare=peer, device=device,
-        dtype=dtype, memory_lengths=lengths, stream_piece=stream_piece,
+        dtype=dtype, memory_lengths=lengths, stream_piece=stream_piece, update=update,
     )
     from lifelong.neural.memory import native
 
@@ -449,7 +482,8 @@ def bench_memory_cmd(
         loop = "eager (CUDA)"
     console.print(
         f"[bold]neural memory speed[/] dim {dim}, {heads} heads × {head_dim}, depth {depth} "
-        f"(expansion {expansion:g}), write chunk {write_chunk}, batch {batch} × {seq}, {device} {dtype}, "
+        f"(expansion {expansion:g}), write chunk {write_chunk}, update {update}, batch {batch} × {seq}, "
+        f"{device} {dtype}, "
         f"{torch.get_num_threads()} threads, {repeats} repeats (+{warmup} warm-up), interleaved; "
         f"chunk loop: {loop}"
     )
@@ -459,10 +493,12 @@ def bench_memory_cmd(
     table = Table(title="tokens/s: best repeat (median)")
     for col in ("library", "train tok/s", "infer tok/s"):
         table.add_column(col, justify="right" if col != "library" else "left")
-    table.add_row("lifelong", f"{res['train_tok_s']:,.0f} ({res['train_tok_s_median']:,.0f})",
+    table.add_row("lifelong" if peer in (None, "titans-pytorch") else f"lifelong, update {update}",
+                  f"{res['train_tok_s']:,.0f} ({res['train_tok_s_median']:,.0f})",
                   f"{res['infer_tok_s']:,.0f} ({res['infer_tok_s_median']:,.0f})")
     if peer:
-        table.add_row(peer, f"{res['peer_train_tok_s']:,.0f} ({res['peer_train_tok_s_median']:,.0f})",
+        table.add_row(peer if peer == "titans-pytorch" else f"lifelong, update {peer}",
+                      f"{res['peer_train_tok_s']:,.0f} ({res['peer_train_tok_s_median']:,.0f})",
                       f"{res['peer_infer_tok_s']:,.0f} ({res['peer_infer_tok_s_median']:,.0f})")
         table.add_row(
             "ratio: median pair (best/best; pair range)",
@@ -499,6 +535,80 @@ def bench_memory_cmd(
         f"peer_train_tok_s={res.get('peer_train_tok_s', float('nan')):.0f}"
     )
     print(line)
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated whole numbers, got {text!r}",
+                          hint=f"e.g. --{name} 1,2") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--{name} needs at least one value, each ≥ 1, got {text!r}", hint=f"e.g. --{name} 1,2")
+    return values
+
+
+def _capacity(console, *, dim: int, heads: int, head_dim: int, expansion: float, pairs: int, depths: str,
+              chunks: str, updates: str, max_lr: float, trials: int, drain: int, stream_tokens: int,
+              stream_scale: float, stream_piece: int, quick: bool, json_out: Path | None,
+              value_norm: str = "rule", gates: str = "chunk") -> None:
+    import dataclasses
+
+    import torch
+    from rich.table import Table
+
+    from lifelong.bench import memory as ms
+
+    rules = [u.strip() for u in updates.split(",") if u.strip()]
+    if not rules or any(u not in ("bounded", "paper") for u in rules):
+        raise ConfigError(f"--updates must list bounded and/or paper, got {updates!r}", hint="e.g. --updates bounded,paper")
+    for name, value in (("pairs", pairs), ("trials", trials), ("stream-tokens", stream_tokens),
+                        ("stream-piece", stream_piece), ("head-dim", head_dim), ("heads", heads), ("dim", dim)):
+        if value < 1:
+            raise ConfigError(f"--{name} must be ≥ 1, got {value}", hint=f"set --{name} to a positive number")
+    if drain < 0 or max_lr < 0 or not stream_scale > 0:
+        raise ConfigError("--drain and --max-lr must be ≥ 0 and --stream-scale > 0",
+                          hint="e.g. --drain 30 --max-lr 0 --stream-scale 10")
+    norms = {"rule": None, "on": True, "off": False}
+    if value_norm not in norms:
+        raise ConfigError(f"--value-norm must be rule, on or off, got {value_norm!r}", hint="e.g. --value-norm off")
+    cfg = ms.CapacityConfig(
+        value_norm=norms[value_norm], gates=gates,
+        pairs=pairs, depths=_int_list(depths, "depths"), chunks=_int_list(chunks, "chunks"), updates=rules,
+        max_lr=max_lr or None, dim=dim, heads=heads, head_dim=head_dim, expansion=expansion, drain=drain,
+        trials=trials, stream_tokens=stream_tokens, stream_scale=stream_scale, stream_piece=stream_piece,
+    )
+    if quick:
+        cfg = dataclasses.replace(cfg, dim=64, heads=2, head_dim=32, trials=2, stream_tokens=2048,
+                                  stream_piece=512, chunks=[c for c in cfg.chunks if c <= 16] or [4])
+    cfg.memory_config(cfg.updates[0], cfg.depths[0], cfg.chunks[0])  # a bad value: the memory's ConfigError
+    console.print(
+        f"[bold]neural memory capacity[/] one write of {cfg.pairs} random unit key→value pairs "
+        f"(head width {cfg.head_dim}, expansion {cfg.expansion:g}; θ at its bound, α ≈ 0, η as "
+        f"initialized), then {cfg.drain} chunks of momentum; fraction of ℓ = mean ‖M(k) − v‖² removed, "
+        f"mean (worst) of {cfg.trials} draws. Streams: dim {cfg.dim}, {cfg.heads} heads, input RMS "
+        f"{cfg.stream_scale:g}, up to {cfg.stream_tokens:,} tokens; value norm {value_norm}; {cfg.gates} gates; "
+        f"{torch.get_num_threads()} threads"
+    )
+    rows = ms.run_capacity(cfg, progress=lambda s: console.print(f"  {s}", style="dim"))
+    table = Table(title=f"one write of {cfg.pairs} pairs: fraction of the retrieval error removed")
+    for col in ("update", "depth", "chunk", "max_lr", "removed", "worst",
+                *(f"finite ({g})" for g in cfg.stream_gates)):
+        table.add_column(col, justify="left" if col == "update" else "right")
+    for r in rows:
+        table.add_row(r.update, str(r.depth), str(r.chunk), f"{r.max_lr:.4g}",
+                      f"{r.removed:.1%}", f"{r.removed_min:.1%}",
+                      *(f"{r.finite[g]:,}" + ("" if r.finite[g] >= cfg.stream_tokens else " ✗")
+                        for g in cfg.stream_gates))
+    console.print(table)
+    if json_out is not None:
+        from lifelong.atomic import atomic_write_text
+
+        payload = {"config": dataclasses.asdict(cfg), "rows": [dataclasses.asdict(r) for r in rows]}
+        atomic_write_text(json_out, json.dumps(payload, indent=2))
+    best = {(r.update, r.depth): max(x.removed for x in rows if (x.update, x.depth) == (r.update, r.depth))
+            for r in rows}
+    print(" ".join(f"{u}_depth{d}_best={v:.3f}" for (u, d), v in best.items()))
 
 
 @bench_app.command("llm")

@@ -53,11 +53,18 @@ class PretrainedMixin:
         return folder
 
     @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config saved by an earlier version, brought to this one's meaning
+        (a field added later whose default changed what the old config meant)."""
+        return config
+
+    @classmethod
     def from_pretrained(cls: type[T], path: str | os.PathLike[str], *, device: str = "cpu") -> T:
         """The model saved in folder ``path`` by :meth:`save_pretrained`, in eval mode."""
         from safetensors.torch import load_model
 
         config, _meta = read_pretrained_config(path, cls.__name__)
+        config = cls.upgrade_config(config)
         try:
             model = cls(cls.config_class(**config))  # type: ignore[call-arg]
         except TypeError as exc:

@@ -55,7 +55,10 @@ from lifelong.neural.memory import NeuralMemory, NeuralMemoryConfig
 # random streams at the largest θ; 0.01 at chunk 4 did not. And η is bounded by
 # MAX_MOMENTUM: a MAC trained on 256-token MQAR sequences with η ∈ (0, 1) learned
 # η ≈ 0.98 and θ at its cap, and its memory overflowed at 900 tokens; η < 0.9
-# bounds the momentum's amplification of a step at 10×.
+# bounds the momentum's amplification of a step at 10×. The models keep the
+# paper's update rule (``update = "paper"``) unless ``memory_options`` asks for
+# another; the caps apply to the paper's rule only (``update = "bounded"`` bounds
+# its own step: see ``memory.ops.chunk_coefficients``).
 MAX_STABLE_LR = 0.005
 STABLE_LR_PER_CHUNK = 0.04
 MAX_MOMENTUM = 0.9
@@ -69,10 +72,12 @@ def memory_config(config: ModelConfig) -> NeuralMemoryConfig:
         "head_dim": config.dim // config.n_heads,
         "depth": config.memory_depth,
         "chunk_size": config.memory_chunk,
-        "max_lr": min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / config.memory_chunk),
-        "max_momentum": MAX_MOMENTUM,
+        "update": "paper",
     }
     options.update(config.memory_options)
+    if options["update"] == "paper":  # the caps above are for the paper's rule
+        options.setdefault("max_lr", min(MAX_STABLE_LR, STABLE_LR_PER_CHUNK / config.memory_chunk))
+        options.setdefault("max_momentum", MAX_MOMENTUM)
     return NeuralMemoryConfig(**options)
 
 

@@ -11,7 +11,8 @@ from lifelong.validate import check_fields
 
 
 def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
-    """The default bound on θ: small enough that the inner loop stays finite.
+    """The default bound on θ of the paper's rule (``update="paper"``): small enough
+    that the inner loop stays finite.
 
     A chunk's write sums b token gradients taken at the chunk-start weights, so
     the step on the chunk is ~b·θ, and with token gates the within-chunk momentum
@@ -23,6 +24,13 @@ def stable_max_lr(chunk_size: int, gates: str = "chunk") -> float:
     and is fine for short or well-conditioned streams: set ``max_lr`` explicitly.
     """
     return min(0.02, (0.1 if gates == "chunk" else 0.03) / max(1, chunk_size))
+
+
+# The default bound on θ of the "bounded" rule: with the chunk's step divided by
+# the Gershgorin bound of its key Gram matrix, θ ≤ 0.5 makes the summed step on
+# a linear memory, I − 2θ K_nᵀK_n / G_n, a contraction (eigenvalues in [0, 1]).
+BOUNDED_MAX_LR = 0.5
+UPDATES = ("bounded", "paper")
 
 
 @dataclass
@@ -41,6 +49,10 @@ class NeuralMemoryConfig:
     init_forget_logit: float = -4.6  # initial α ≈ 0.01
     init_momentum_logit: float = 2.2  # initial η = max_momentum · sigmoid(·) ≈ 0.9 · max_momentum
     max_momentum: float = 1.0  # η_t ∈ (0, max_momentum)
+    # the inner update rule: "bounded" (momentum as an average, θ scaled by the chunk's
+    # key Gram bound; see ops.chunk_coefficients) or "paper" (eqs. 10, 13-14 as written)
+    update: str = "bounded"
+    value_norm: bool | None = None  # ℓ2-normalize values like keys; None: True for "bounded"
 
     def __post_init__(self) -> None:
         check_fields(self, "NeuralMemoryConfig")  # `dim="64"`, `chunk_size=2.5`, `max_lr=nan` are refused
@@ -55,8 +67,15 @@ class NeuralMemoryConfig:
                 f"NeuralMemoryConfig.gates must be 'chunk' or 'token', got {self.gates!r}",
                 hint="use gates='chunk' (α, η per chunk) or gates='token' (per token)",
             )
+        if self.update not in UPDATES:
+            raise ConfigError(
+                f"NeuralMemoryConfig.update must be one of {', '.join(UPDATES)}, got {self.update!r}",
+                hint="update='bounded' (the stable default) or update='paper' (the paper's rule as written)",
+            )
+        if self.value_norm is None:
+            self.value_norm = self.update == "bounded"
         if self.max_lr is None:
-            self.max_lr = stable_max_lr(self.chunk_size, self.gates)
+            self.max_lr = BOUNDED_MAX_LR if self.update == "bounded" else stable_max_lr(self.chunk_size, self.gates)
         if not 0.0 < self.max_momentum <= 1.0:
             raise ConfigError(
                 f"NeuralMemoryConfig.max_momentum must be in (0, 1], got {self.max_momentum}",
@@ -80,6 +99,13 @@ class NeuralMemoryConfig:
         return list(zip(dims[:-1], dims[1:]))
 
     def fingerprint(self) -> str:
-        """Short hash of the fields that decide a state's layout and meaning."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of the fields that decide a state's layout and meaning.
+
+        The paper's rule without value norm hashes without ``update`` and
+        ``value_norm``, as before those fields existed, so states saved then
+        still load into the same memory."""
+        fields = asdict(self)
+        if fields["update"] == "paper" and not fields["value_norm"]:
+            del fields["update"], fields["value_norm"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -208,7 +208,7 @@ def _conv_backward(
 class ConvSiluNorm(torch.autograd.Function):
     """raw = x W_qkv ∈ [B, T, 3·H·d] → q, k, v ∈ [B, H, T, d]:
 
-        a = SiLU(conv(raw)),  q = a_q / ‖a_q‖,  k = a_k / ‖a_k‖,  v = a_v
+        a = SiLU(conv(raw)),  q = a_q / ‖a_q‖,  k = a_k / ‖a_k‖,  v = a_v (/ ‖a_v‖)
 
     per head, with the convolution continued from the state's cache. Forward
     and backward run one sequence at a time, all steps on it back to back while
@@ -219,7 +219,8 @@ class ConvSiluNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cache: Tensor, raw: Tensor, w: Tensor, heads: int):  # type: ignore[override]
+    def forward(ctx, cache: Tensor, raw: Tensor, w: Tensor, heads: int,  # type: ignore[override]
+                norm_values: bool = False):
         B, T, C = raw.shape
         d = C // (3 * heads)
         dtype = torch.promote_types(raw.dtype, w.dtype)  # (bf16 projections under autocast)
@@ -227,25 +228,29 @@ class ConvSiluNorm(torch.autograd.Function):
         taps = w.t().to(dtype).contiguous()  # [K, C]
         mixed = raw.new_empty(B, T, C)
         outs = [raw.new_empty(B, heads, T, d) for _ in range(3)]
-        norms = [raw.new_empty(B, heads, T, 1) for _ in range(2)]
+        n_norm = 3 if norm_values else 2  # q, k (and v)
+        norms = [raw.new_empty(B, heads, T, 1) for _ in range(n_norm)]
         for i in range(B):
             _conv_forward(cache[i], raw[i], taps, mixed[i])
             parts = mixed[i].view(T, 3, heads, d)
             for c in range(3):
                 out = outs[c][i]  # [H, T, d]
                 torch.ops.aten.silu.out(parts[:, c], out=out.transpose(0, 1))
-                if c < 2:  # q, k: ℓ2-normalized over the head's features
+                if c < n_norm:  # q, k (, v): ℓ2-normalized over the head's features
                     norm = norms[c][i]
                     torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
                     out.div_(norm.clamp_min_(1e-12))
-        ctx.save_for_backward(cache, raw, taps, mixed, outs[0], outs[1], *norms)
+        ctx.save_for_backward(cache, raw, taps, mixed, *outs[:n_norm], *norms)
+        ctx.n_norm = n_norm
         ctx.heads = heads
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_q, g_k, g_v):  # type: ignore[override]
-        cache, raw, taps, mixed, q, k, norm_q, norm_k = ctx.saved_tensors
+        cache, raw, taps, mixed, *rest = ctx.saved_tensors
+        n = ctx.n_norm
+        ys, ns = [*rest[:n], None, None][:3], [*rest[n:], None, None][:3]
         B, T, C = raw.shape
         heads = ctx.heads
         d = C // (3 * heads)
@@ -258,7 +263,7 @@ class ConvSiluNorm(torch.autograd.Function):
         through_norm = raw.new_empty(heads, T, d)
         for i in range(B):
             parts = mixed[i].view(T, 3, heads, d)
-            for c, (g, y, norm) in enumerate(((g_q, q, norm_q), (g_k, k, norm_k), (g_v, None, None))):
+            for c, (g, y, norm) in enumerate(zip((g_q, g_k, g_v), ys, ns)):
                 if g is None:
                     g_parts[:, c].zero_()
                     continue
@@ -276,7 +281,7 @@ class ConvSiluNorm(torch.autograd.Function):
                 grad_taps,
             )
         grad_w = None if grad_taps is None else grad_taps.t()
-        return grad_cache, grad_raw, grad_w, None
+        return grad_cache, grad_raw, grad_w, None, None
 
 
 def _inv_rms(x: Tensor) -> Tensor:

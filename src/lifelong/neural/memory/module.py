@@ -13,6 +13,18 @@ with θ_t (learning rate, "how much to store"), η_t (momentum, "how long
 surprise lasts") and α_t (forgetting) produced from the input by learned
 linear maps and squashed into their valid ranges.
 
+The update rule (``NeuralMemoryConfig.update``). ``"paper"`` is the above as
+written (eqs. 8-14). ``"bounded"``, the default, stays in the same family — θ_t
+is a data-dependent step size of the same recurrence — and makes one write
+store much more without overflowing (``ops.chunk_coefficients``):
+
+    S_t = η_t S_{t−1} + (1 − η_t) · (−θ̃_t ∇ℓ)      momentum as an average
+    θ̃_t = max_lr · σ(·) / G_n,  G_n = max_i Σ_j |k_i · k_j| over chunk n's keys
+
+with values ℓ2-normalized like keys (``value_norm``) and max_lr = 0.5, which
+makes the summed stale step of a chunk contractive for a linear memory.
+``lifelong bench memory --capacity`` measures both rules.
+
 Chunked form (paper §3.2, "parallelizing the long-term memory training").
 The sequence is cut into chunks of ``b = chunk_size`` tokens (counted from the
 first token the state ever saw). Inside a chunk every gradient is taken at the
@@ -94,6 +106,11 @@ class NeuralMemory(PretrainedMixin, nn.Module):
     """
 
     config_class = NeuralMemoryConfig
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A memory saved before ``update`` existed ran the paper's rule."""
+        return config if "update" in config else {**config, "update": "paper", "value_norm": False}
 
     def __init__(self, config: NeuralMemoryConfig | None = None, seed: int | None = None) -> None:
         super().__init__()
@@ -224,7 +241,8 @@ class NeuralMemory(PretrainedMixin, nn.Module):
         return RMSNormNoGain.apply(x)
 
     def _project(self, x: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k), gate logits [B, H, T, 3],
+        """q, k, v ∈ [B, H, T, d] (SiLU, ℓ2-normalized q and k, and v where
+        ``value_norm``), gate logits [B, H, T, 3],
         all from the RMS-normalized input."""
         cfg = self.config
         B, T, _ = x.shape
@@ -235,7 +253,7 @@ class NeuralMemory(PretrainedMixin, nn.Module):
             new_cache = raw[:, T - (K - 1):].clone()  # (clone: don't pin `raw`)
         else:
             new_cache = torch.cat([conv_cache[:, T:], raw], dim=1)
-        q, k, v = ConvSiluNorm.apply(conv_cache, raw, self.conv, H)
+        q, k, v = ConvSiluNorm.apply(conv_cache, raw, self.conv, H, cfg.value_norm)
         gates = self.to_gates(x).view(B, T, 3, H).permute(0, 3, 1, 2)
         return q, k, v, gates, new_cache
 
@@ -261,7 +279,10 @@ class NeuralMemory(PretrainedMixin, nn.Module):
             gates = torch.cat([state.pending_gates, gates], dim=2)
         keys, vals, logits = k.reshape(N, P + T, d), v.reshape(N, P + T, d), gates.reshape(N, P + T, 3)
         n_full = (P + T) // b
-        coef = chunk_coefficients(logits[:, : n_full * b].reshape(N, n_full, b, 3), cfg)
+        coef = chunk_coefficients(
+            logits[:, : n_full * b].reshape(N, n_full, b, 3), cfg,
+            keys[:, : n_full * b].reshape(N, n_full, b, d) if cfg.update == "bounded" else None,
+        )
         use_momentum = cfg.momentum
 
         W = [w.reshape(N, *w.shape[2:]) for w in state.weights]

@@ -10,6 +10,12 @@ follows the equations of the paper literally:
     M_t = (1 − α_t) M_{t−1} + S_t
     y_t = M_{t'}(q_t)
 
+and, for ``update="bounded"``, the same with momentum as an average and the
+chunk's step divided by the Gershgorin bound of its keys' Gram matrix:
+
+    G_n = max(1, max_{i∈n} Σ_{j∈n} |k_i · k_j|),   θ̃_t = max_lr σ(·) / G_n
+    S_t = η_t S_{t−1} + (1 − η_t) (−θ̃_t ∇ℓ(M_{t'}; k_t, v_t))
+
 Run it in float64 and compare.
 """
 
@@ -49,6 +55,8 @@ def naive_project(memory: NeuralMemory, x: Tensor) -> tuple[Tensor, Tensor, Tens
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
     q = q / q.norm(dim=-1, keepdim=True)
     k = k / k.norm(dim=-1, keepdim=True)
+    if cfg.value_norm:
+        v = v / v.norm(dim=-1, keepdim=True)
     gates = (x @ memory.to_gates.weight.T + memory.to_gates.bias).view(B, T, 3, H)
     return q, k, v, gates.permute(0, 3, 1, 2)
 
@@ -81,18 +89,31 @@ def naive_inner(
                 Wg = [w if w.requires_grad else w.detach().requires_grad_(True) for w in W0]
                 loss = (naive_mlp(Wg, k[t]) - v[t]).pow(2).sum()
                 grads.append(torch.autograd.grad(loss, Wg, create_graph=True))
+        bounded = cfg.update == "bounded"
+        if bounded:  # Gershgorin bound of the chunk's Gram matrix, row by row
+            rows = [sum(torch.abs(torch.dot(k[i], k[j])) for j in idx) for i in idx]
+            bound = torch.clamp(torch.max(torch.stack(rows)), min=1.0)
+            step = [theta[t] / bound for t in range(T)]  # θ̃_t (only this chunk's are used)
+        else:
+            step = theta
         if cfg.gates == "token":
             for j, t in enumerate(idx):
                 alpha = torch.sigmoid(gates[t, 1])
                 eta = cfg.max_momentum * torch.sigmoid(gates[t, 2]) if cfg.momentum else 0.0
-                S = [eta * s - theta[t] * g for s, g in zip(S, grads[j])]
+                if bounded:  # S_t = η_t S_{t−1} + (1 − η_t)(−θ̃_t ∇ℓ_t)
+                    S = [eta * s + (1 - eta) * (-step[t] * g) for s, g in zip(S, grads[j])]
+                else:  # S_t = η_t S_{t−1} − θ_t ∇ℓ_t
+                    S = [eta * s - step[t] * g for s, g in zip(S, grads[j])]
                 W = [(1 - alpha) * w + s for w, s in zip(W, S)]
         else:
             mean = gates[list(idx), 1:].mean(0)
             alpha = torch.sigmoid(mean[0])
             eta = cfg.max_momentum * torch.sigmoid(mean[1]) if cfg.momentum else 0.0
-            G = [sum(theta[t] * grads[j][i] for j, t in enumerate(idx)) for i in range(len(W))]
-            S = [eta * s - g for s, g in zip(S, G)]
+            G = [sum(step[t] * grads[j][i] for j, t in enumerate(idx)) for i in range(len(W))]
+            if bounded:
+                S = [eta * s + (1 - eta) * (-g) for s, g in zip(S, G)]
+            else:
+                S = [eta * s - g for s, g in zip(S, G)]
             W = [(1 - alpha) * w + s for w, s in zip(W, S)]
         if not cfg.momentum:
             S = [torch.zeros_like(w) for w in W]  # the module keeps no momentum then

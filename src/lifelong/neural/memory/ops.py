@@ -128,13 +128,57 @@ class ChunkCoefficients:
     e: Tensor | None  # [N, n, b] weights of u_i in S_end (None: same as c, or no momentum)
 
 
-def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> ChunkCoefficients:
-    """Coefficients for ``n`` complete chunks from gate logits [N, n, b, 3] (θ, α, η)."""
+def gram_bound(keys: Tensor) -> Tensor:
+    """G_n = max(1, max_i Σ_j |k_i · k_j|) over each chunk's keys [..., b, d] → [...].
+
+    The Gershgorin bound on the largest eigenvalue of the chunk's Gram matrix
+    K Kᵀ (which shares its non-zero eigenvalues with Kᵀ K, the curvature of the
+    summed associative loss of a linear memory): λ_max ≤ max row abs-sum. For
+    unit keys it lies between 1 (orthogonal keys) and b (one key repeated); the
+    floor of 1 only matters for keys shorter than unit length (e.g. zero padding).
+    """
+    gram = torch.matmul(keys, keys.transpose(-1, -2))
+    return gram.abs().sum(-1).amax(-1).clamp_min(1.0)
+
+
+def chunk_coefficients(
+    gate_logits: Tensor, config: NeuralMemoryConfig, keys: Tensor | None = None
+) -> ChunkCoefficients:
+    """Coefficients for ``n`` complete chunks from gate logits [N, n, b, 3] (θ, α, η)
+    and, for the "bounded" rule, the chunks' keys [N, n, b, d].
+
+    ``update="paper"``: θ_t = max_lr · σ(·) and the surprise recurrence as written,
+    S_t = η_t S_{t−1} − θ_t ∇ℓ_t (paper eq. 10; chunk gates: eqs. 13-14 per chunk).
+
+    ``update="bounded"`` (the default) changes two things, both within the paper's
+    family (θ_t stays a data-dependent step size of the same recurrence):
+
+    1. momentum as an average (an exponential moving average of the steps):
+       S_t = η_t S_{t−1} + (1 − η_t) · (−θ̃_t ∇ℓ_t), i.e. the paper's recurrence
+       with θ_t ← (1 − η_t) θ̃_t. A constant gradient then moves M by θ̃ ∇ℓ per
+       step, not by θ̃ ∇ℓ / (1 − η): momentum smooths the step, it no longer
+       amplifies it (up to 10× at η = 0.9, unbounded as η → 1).
+    2. the chunk's step divided by its keys' Gram bound (``gram_bound``):
+       θ̃_t = max_lr · σ(·) / G_n. Inside a chunk all b gradients are taken at
+       the chunk-start weights; for a linear memory their sum moves M by
+       I − 2 Σ_t θ̃_t k_tᵀk_t, whose eigenvalues lie in [1 − 2 max_lr, 1] once
+       divided by G_n: with max_lr ≤ 0.5 the summed stale step is contractive
+       whatever the chunk size and however alike the keys.
+
+    With b = 1 and unit keys, G = 1: only the averaging remains.
+    """
     theta = config.max_lr * torch.sigmoid(gate_logits[..., 0])  # θ_t ∈ (0, max_lr)
+    bounded = config.update == "bounded"
+    if bounded:
+        if keys is None:
+            raise ValueError("the bounded update needs the chunks' keys")
+        theta = theta / gram_bound(keys).unsqueeze(-1)  # θ̃_t = max_lr σ(·) / G_n
     if config.gates == "chunk":
         mean = gate_logits[..., 1:].mean(dim=-2)  # one α, η per chunk
         keep = torch.sigmoid(-mean[..., 0])  # 1 − α
         eta = config.max_momentum * torch.sigmoid(mean[..., 1]) if config.momentum else torch.zeros_like(keep)
+        if bounded and config.momentum:
+            theta = theta * (1 - eta).unsqueeze(-1)  # S_n = η S_{n−1} + (1 − η)(−Σ θ̃_t ∇ℓ_t)
         return ChunkCoefficients(a=keep, kappa=eta, h=eta, c=theta, e=None)
 
     # log σ(x) = −softplus(−x); (F.logsigmoid is slow on tiny tensors on a busy CPU)
@@ -148,6 +192,8 @@ def chunk_coefficients(gate_logits: Tensor, config: NeuralMemoryConfig) -> Chunk
         zero = torch.zeros_like(a)
         return ChunkCoefficients(a=a, kappa=zero, h=zero, c=theta * torch.exp(log_A), e=None)
     log_eta = math.log(config.max_momentum) - F.softplus(-gate_logits[..., 2])  # log η_t
+    if bounded:  # S_t = η_t S_{t−1} + (1 − η_t)(−θ̃_t ∇ℓ_t): θ_t = (1 − η_t) θ̃_t
+        theta = theta * (1 - torch.exp(log_eta))
     L = torch.exp(_segsum(log_eta))  # L[t, i] = Π_{i<j≤t} η_j, zero above diagonal
     A = torch.exp(log_A)
     H = torch.exp(torch.cumsum(log_eta, -1))
