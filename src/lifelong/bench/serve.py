@@ -64,8 +64,12 @@ async def _run(url: str, sessions: int, requests: int, prompt_tokens: int, new_t
             for _ in range(requests):
                 prompt = [rng.randrange(1, vocab) for _ in range(prompt_tokens)]
                 t0 = time.perf_counter()
-                r = await c.post(f"/v1/sessions/{sid}/generate",
-                                 json={"tokens": prompt, "max_tokens": new_tokens, "stop_at_eos": False})
+                try:
+                    r = await c.post(f"/v1/sessions/{sid}/generate",
+                                     json={"tokens": prompt, "max_tokens": new_tokens, "stop_at_eos": False})
+                except httpx.HTTPError:  # counted, not fatal: the run goes on
+                    errors[0] += 1
+                    continue
                 lat.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     errors[0] += 1
@@ -84,9 +88,13 @@ async def _run(url: str, sessions: int, requests: int, prompt_tokens: int, new_t
 
 def load_test(url: str, sessions: list[int], *, requests: int = 4, prompt_tokens: int = 16,
               new_tokens: int = 8, token: str | None = None, seed: int = 0,
-              vocab: int = 256) -> list[LoadResult]:
+              vocab: int = 256, on_result=None) -> list[LoadResult]:
     """Run the load for each count of concurrent sessions, one after another (after an
     untimed warm-up: the first forwards of a process build kernels)."""
     asyncio.run(_run(url.rstrip("/"), 2, 1, prompt_tokens, new_tokens, token, seed + 1, vocab))
-    return [asyncio.run(_run(url.rstrip("/"), n, requests, prompt_tokens, new_tokens, token, seed, vocab))
-            for n in sessions]
+    out = []
+    for n in sessions:
+        out.append(asyncio.run(_run(url.rstrip("/"), n, requests, prompt_tokens, new_tokens, token, seed, vocab)))
+        if on_result:
+            on_result(out[-1])
+    return out

@@ -767,13 +767,15 @@ def bench_serve_cmd(
         raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64") from None
     if not counts or min(counts) < 1:
         raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64")
-    results = load_test(url, counts, requests=requests, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                        token=os.environ.get("LIFELONG_SERVE_TOKEN"), vocab=vocab)
     print(f"{'sessions':>8} {'requests':>8} {'gen tok/s':>10} {'written/s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6}")
-    for r in results:
+          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6}", flush=True)
+
+    def show(r) -> None:
         print(f"{r.sessions:>8} {r.requests:>8} {r.tokens_per_s:>10.1f} {r.written_per_s:>10.1f} "
-              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6}")
+              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6}", flush=True)
+
+    results = load_test(url, counts, requests=requests, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                        token=os.environ.get("LIFELONG_SERVE_TOKEN"), vocab=vocab, on_result=show)
     if out:
         from lifelong.atomic import atomic_write_text
 
