@@ -82,7 +82,9 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8100,
     if ready:
         ready(name)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        # clients that wait on a busy server keep their connections: a longer keep-alive than
+        # uvicorn's 5 s default avoids reusing a connection the server is closing
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
     except KeyboardInterrupt:
         pass
     finally:
