@@ -852,3 +852,40 @@ def consolidation_table(records: list[dict[str, Any]]) -> Table:
 
 def _fmt(x: Any) -> str:
     return "" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+@bench_app.command("serve")
+def bench_serve_cmd(
+    url: Annotated[str, typer.Option("--url", help="The running lifelong serve, e.g. http://127.0.0.1:8100.")],
+    sessions: Annotated[str, typer.Option("--sessions", help="Comma-separated counts of concurrent "
+                                          "sessions.")] = "1,8,64,256",
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Generate calls per session.")] = 4,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", min=0)] = 16,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", min=1)] = 8,
+    vocab: Annotated[int, typer.Option("--vocab", min=2, help="Prompt ids are drawn below this.")] = 256,
+    out: Annotated[str | None, typer.Option("--out", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Load-test a running `lifelong serve`: tokens/s and p50/p99 latency per session count."""
+    import os
+
+    from lifelong.bench.serve import load_test
+
+    try:
+        counts = [int(s) for s in sessions.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64")
+    print(f"{'sessions':>8} {'requests':>8} {'gen tok/s':>10} {'written/s':>10} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6}", flush=True)
+
+    def show(r) -> None:
+        print(f"{r.sessions:>8} {r.requests:>8} {r.tokens_per_s:>10.1f} {r.written_per_s:>10.1f} "
+              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6}", flush=True)
+
+    results = load_test(url, counts, requests=requests, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                        token=os.environ.get("LIFELONG_SERVE_TOKEN"), vocab=vocab, on_result=show)
+    if out:
+        from lifelong.atomic import atomic_write_text
+
+        atomic_write_text(out, json.dumps([r.as_dict() for r in results], indent=2) + "\n")

@@ -45,10 +45,10 @@ def _root(
 
 def _register_areas() -> None:
     # Each area module adds its commands; heavy imports stay inside the commands.
-    from lifelong.cli import adapter, demo, docs, learn, llm, mcp, notes, proxy, run, train
+    from lifelong.cli import adapter, demo, docs, learn, llm, mcp, notes, proxy, run, serve, train
     from lifelong.cli.bench import bench_app
 
-    for area in (llm, demo, run, notes, docs, mcp, proxy, learn, train, adapter):
+    for area in (llm, demo, run, notes, docs, mcp, proxy, serve, learn, train, adapter):
         area.register(app)
     app.add_typer(bench_app, name="bench")
 

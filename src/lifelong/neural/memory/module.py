@@ -220,9 +220,9 @@ class NeuralMemory(PretrainedMixin, nn.Module):
             if tuple(w.shape[1:]) != (cfg.heads, i, o):
                 raise StateError(f"state weights have shape {tuple(w.shape)}",
                                  hint="the state does not fit this memory; start with state=None")
-        if state.pending != int(state.position[0]) % cfg.chunk_size or not bool(
-            (state.position == state.position[0]).all()
-        ):
+        # Sequences may be at different positions (sessions batched by a server): the
+        # memory only needs them at the same offset within a chunk.
+        if not bool((state.position % cfg.chunk_size == state.pending).all()):
             raise StateError(
                 "state positions disagree within the batch or with its pending chunk",
                 hint="batch together only states at the same position modulo chunk_size",
