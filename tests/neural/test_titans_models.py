@@ -24,22 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lifelong.neural.attention import Attention
-from lifelong.neural.config import MODEL_KINDS, ModelConfig
+from lifelong.neural.config import MODEL_KINDS
 from lifelong.neural.layers.titans import Gate, MACLayer, MAGLayer, MemoryLayer
 from lifelong.neural.lm import build_model
 from lifelong.neural.memory import NeuralMemory
 
+from .test_models import tiny  # the same tiny configs as the shell tests
+
 TOL = dict(rtol=1e-10, atol=1e-10)
-
-
-def tiny(kind: str, **over) -> ModelConfig:
-    base = dict(
-        kind=kind, vocab_size=40, dim=32, n_layers=2, n_heads=4, window=8, segment_len=8,
-        memory_chunk=4, n_persistent=2, deltanet_chunk=8, cms_chunks=[4, 8], selfmod_chunk=4,
-        selfmod_memory_chunk=4,
-    )
-    base.update(over)
-    return ModelConfig(**base)
 
 
 # --- plain pieces --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The CMS level sweep of BENCHMARKS.md: train every config of this folder, then
-# evaluate it on MQAR at 1x-8x its training length. Run from the repository root,
-# under the shared CPU lock on a shared machine:  flock /work/cpu.lock sh configs/bench/cms_sweep/run.sh
+# evaluate it on MQAR at 1x-8x its training length. Run from the repository root:
+#   sh configs/bench/cms_sweep/run.sh
 set -u
 OUT=${OUT:-bench-results/cms_sweep}
 N=${N:-50}
