@@ -149,6 +149,17 @@ def nbytes_any(obj: Any) -> int:
 # --------------------------------------------------------------------------- the mixin
 
 
+def check_owned(state: Any, cls: type, fingerprint: str, batch_size: int, owner: str) -> None:
+    """Refuse a state that another configuration made, or one of another batch size
+    (the check every stateful layer runs before it reads a state)."""
+    if not isinstance(state, cls) or state.fingerprint != fingerprint:
+        raise StateError(f"this state does not belong to this {owner}",
+                         hint="use the state the same model returned, or start with None")
+    if state.batch_size != batch_size:
+        raise StateError(f"{owner} state has batch {state.batch_size}, the input {batch_size}",
+                         hint="stack / index the states to match the batch")
+
+
 class StateBundle:
     """Base of the in-context states: every tensor field is batch-first."""
 

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, StateError
-from lifelong.neural.streaming import StateBundle
+from lifelong.neural.streaming import StateBundle, check_owned
 
 VARIANTS = ("sequential", "headwise", "nested")
 ACTIVATIONS = ("silu", "gelu_tanh")
@@ -259,12 +259,7 @@ class ContinuumMemory(nn.Module):
     def check_state(self, state: CMSState | None, x: Tensor) -> CMSState:
         if state is None:
             return self.init_state(x.shape[0])
-        if not isinstance(state, CMSState) or state.fingerprint != self.config.fingerprint():
-            raise StateError("this state does not belong to this CMS configuration",
-                             hint="use the state the same model returned, or start with None")
-        if state.batch_size != x.shape[0]:
-            raise StateError(f"CMS state has batch {state.batch_size}, the input {x.shape[0]}",
-                             hint="stack / index the states to match the batch")
+        check_owned(state, CMSState, self.config.fingerprint(), x.shape[0], "CMS configuration")
         return state
 
     # --- read (Eq. 70 / 74) -------------------------------------------------------------

@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.errors import ConfigError, StateError, ValidationError
-from lifelong.neural.streaming import StateBundle
+from lifelong.errors import ConfigError, ValidationError
+from lifelong.neural.streaming import StateBundle, check_owned
 
 MEMORIES = ("k", "v", "mem", "eta", "alpha")  # vector memories first, then the scalar ones
 VECTOR = ("k", "v", "mem")
@@ -262,12 +262,7 @@ class SelfModifyingTitans(nn.Module):
                                   f"got {shape}", hint="reshape the input to [B, T, dim]")
         if state is None:
             return self.init_state(x.shape[0])
-        if not isinstance(state, SelfModState) or state.fingerprint != c.fingerprint():
-            raise StateError("this state does not belong to this self-modifying Titans configuration",
-                             hint="use the state the same layer returned, or start with None")
-        if state.batch_size != x.shape[0]:
-            raise StateError(f"state has batch {state.batch_size}, the input {x.shape[0]}",
-                             hint="stack / index the states to match the batch")
+        check_owned(state, SelfModState, c.fingerprint(), x.shape[0], "self-modifying Titans configuration")
         return state
 
     # --- pieces -------------------------------------------------------------------------

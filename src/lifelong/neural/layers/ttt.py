@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from lifelong.errors import StateError
 from lifelong.neural.layers.cms import gated_mlp
-from lifelong.neural.streaming import StateBundle, map_tensors
+from lifelong.neural.streaming import StateBundle, check_owned, map_tensors
 
 
 @dataclass
@@ -120,12 +120,7 @@ class TTTFeedForward(nn.Module):
     def check_state(self, state: TTTState | None, x: Tensor) -> TTTState:
         if state is None:
             return self.init_state(x.shape[0])
-        if not isinstance(state, TTTState) or state.fingerprint != self.state_fingerprint():
-            raise StateError("this state does not belong to this TTT block",
-                             hint="use the state the same model returned, or start with None")
-        if state.batch_size != x.shape[0]:
-            raise StateError(f"TTT state has batch {state.batch_size}, the input {x.shape[0]}",
-                             hint="stack / index the states to match the batch")
+        check_owned(state, TTTState, self.state_fingerprint(), x.shape[0], "TTT block")
         return state
 
     def forward(self, x: Tensor, state: TTTState | None = None) -> Tensor:
