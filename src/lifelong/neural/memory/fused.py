@@ -249,7 +249,7 @@ class ConvSiluNorm(torch.autograd.Function):
         norms = [raw.new_empty(B, heads, T, 1) for _ in range(n_norm)]
         for i in _groups(B, T * C):
             _conv_forward(cache[i], raw[i], taps, mixed[i])
-            thirds = mixed[i].view(-1, T, parts, heads, d)
+            thirds = mixed[i].view(i.stop - i.start, T, parts, heads, d)
             for c in range(parts):
                 out = outs[c][i]  # [G, H, T, d]
                 torch.ops.aten.silu.out(thirds[:, :, c], out=out.transpose(1, 2))
