@@ -119,11 +119,13 @@ class Engine:
         self.period = self.config.period or model_period(model.config)
         self.device = next(model.parameters()).device
         self._entries: dict[tuple[str, str], Entry] = {}
+        self._current: dict[tuple[str, str], int | None] = {}
         self._cond = threading.Condition()
         self._stop = False
         self.metrics: dict[str, float] = dict.fromkeys(
             ("requests", "requests_failed", "forwards", "rows", "tokens_in", "tokens_generated",
-             "reloads", "evictions", "conflicts", "store_writes"), 0)
+             "reloads", "evictions", "conflicts", "store_writes", "steps",
+             "seconds_step", "seconds_model", "seconds_commit"), 0)
         self._thread = threading.Thread(target=self._run, name="lifelong-serve-engine", daemon=True)
         self._thread.start()
 
@@ -211,11 +213,16 @@ class Engine:
 
     def _load(self, e: Entry) -> None:
         """Make ``e`` hold the store's current state of its session (NotFound if none)."""
-        row = self.store.get(e.tenant, e.sid, with_state=False)
-        if row is None:
+        key = (e.tenant, e.sid)
+        if key in self._current:  # read for the whole step at once (``_read_versions``)
+            current = self._current[key]
+        else:
+            row = self.store.get(e.tenant, e.sid, with_state=False)
+            current = None if row is None else row.version
+        if current is None:
             e.loaded, e.state, e.logits = False, None, None
             raise NotFoundError(f"no session {e.sid!r}", hint="create it first (POST /v1/sessions)")
-        if e.loaded and e.version == row.version:
+        if e.loaded and e.version == current:
             return
         row = self.store.get(e.tenant, e.sid)
         if row is None:
@@ -311,7 +318,27 @@ class Engine:
             last = last.masked_fill(last < kth, float("-inf"))
         return int(torch.multinomial(last.softmax(-1), 1, generator=job.generator))
 
+    def _read_versions(self, heads: list[Entry]) -> None:
+        """The store's current version of every session whose job starts this step, in one
+        query per tenant (a server sharing the store may have written them)."""
+        self._current = {}
+        want: dict[str, list[str]] = {}
+        for e in heads:
+            job = e.jobs[0]
+            if not job.started and not job.ephemeral and job.kind in ("info", "snapshot", "fork", *FORWARD_KINDS):
+                want.setdefault(e.tenant, []).append(e.sid)
+        for tenant, ids in want.items():
+            try:
+                for lo in range(0, len(ids), 500):
+                    part = ids[lo : lo + 500]
+                    found = self.store.versions(tenant, part)
+                    self._current.update({(tenant, i): found.get(i) for i in part})
+            except LifelongError:
+                pass  # each job reads its own version, and meets the error there
+
     def _step(self, heads: list[Entry]) -> None:
+        t0 = time.perf_counter()
+        self._read_versions(heads)
         pieces: list[tuple[Entry, Job, list[int]]] = []
         for e in heads:
             job = e.jobs[0]
@@ -342,6 +369,8 @@ class Engine:
                 key = (None if e.state is None else S.signature(e.state), len(item[2]))
             groups.setdefault(key, []).append(item)
         failed: set[int] = set()
+        if groups:
+            self.metrics["steps"] += 1
         for key, items in groups.items():
             strip = key[0] == "any-offset"
             for lo in range(0, len(items), self.config.max_batch):
@@ -364,8 +393,11 @@ class Engine:
         # jobs with nothing left to feed are done: commit their states, then answer
         done = [(e, j) for e, j, _ in pieces if id(e) not in failed and not j.tokens and j.max_new <= 0]
         if done:
+            t1 = time.perf_counter()
             self._commit(done)
+            self.metrics["seconds_commit"] += time.perf_counter() - t1
         self._evict()
+        self.metrics["seconds_step"] += time.perf_counter() - t0
 
     @torch.no_grad()
     def _forward(self, items: list[tuple[Entry, Job, list[int]]], strip: bool = False) -> None:
@@ -375,13 +407,18 @@ class Engine:
         olds = [e.state for e, _, _ in items]
         ins = [S.strip_pending(s) for s in olds] if strip else olds
         state = None if ins[0] is None else (ins[0] if len(items) == 1 else S.stack(ins))
+        t0 = time.perf_counter()
         logits, new = self.model(ids, state)
-        rows = [new] if len(items) == 1 else S.split(new, len(items))
+        self.metrics["seconds_model"] += time.perf_counter() - t0
+        # rows are views into the batch's tensors while their jobs run (the next step stacks
+        # them again); a finished job's state is compacted before it is kept (``_commit``)
+        rows = [new] if len(items) == 1 else S.split(new, len(items), copy=False)
         if strip:
             rows = [S.restore_pending(o, r) for o, r in zip(olds, rows)]
         now = time.monotonic()
-        for (e, job, piece), row, lg in zip(items, rows, logits[:, -1]):
-            e.state, e.logits = row, lg.detach().clone()
+        last = logits[:, -1].detach().clone()
+        for (e, job, piece), row, lg in zip(items, rows, last.unbind(0) if len(items) > 1 else [last[0]]):
+            e.state, e.logits = row, lg
             e.tokens += len(piece)
             e.last_used = now
             if job.kind == "append" or len(job.out) == 0 or piece != job.out[-1:]:
@@ -392,6 +429,10 @@ class Engine:
         self.metrics["rows"] += len(items)
 
     def _commit(self, done: list[tuple[Entry, Job]]) -> None:
+        for e, _ in done:
+            e.state = S.compact(e.state)
+            if e.logits is not None and e.logits.untyped_storage().nbytes() > e.logits.nbytes:
+                e.logits = e.logits.clone()
         stored = [(e, j) for e, j in done if not j.ephemeral]
         results: list[Any] = []
         if stored:

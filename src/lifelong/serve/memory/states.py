@@ -15,6 +15,7 @@ JSON metadata: nothing in a stored state can run code, and a damaged blob is a
 
 from __future__ import annotations
 
+import copy as _copy
 import dataclasses
 import json
 from typing import Any
@@ -79,23 +80,70 @@ def stack(states: list[Any]) -> Any:
     return first  # plain values: equal by signature
 
 
-def split(state: Any, n: int) -> list[Any]:
-    """The ``n`` rows of a batched state, each a batch of one (copied: no row pins the batch)."""
-    return [_row(state, i) for i in range(n)]
+def split(state: Any, n: int, *, copy: bool = True) -> list[Any]:
+    """The ``n`` rows of a batched state, each a batch of one. ``copy``: each row's tensors
+    are its own (no row pins the batch); else they are views into the batch's tensors
+    (``compact`` them before a row outlives its batch's other rows)."""
+    row = _splitter(state, n, copy)
+    return [row(i) for i in range(n)]
 
 
-def _row(obj: Any, i: int) -> Any:
+def _splitter(obj: Any, n: int, copy: bool):
+    """A function ``i -> row i of obj``: the tensors are cut once, the nesting rebuilt per row
+    (plain data, such as a ``MemoryState``'s config, is shared by the rows)."""
     if isinstance(obj, Tensor):
-        return obj[i : i + 1].clone()
-    if isinstance(obj, list):
-        return [_row(v, i) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_row(v, i) for v in obj)
+        parts = obj.split(1)
+        if copy:
+            parts = [p.clone() for p in parts]
+        return parts.__getitem__
+    if isinstance(obj, (list, tuple)):
+        fs = [_splitter(v, n, copy) for v in obj]
+        kind = type(obj)
+        return lambda i: kind(f(i) for f in fs)
     if isinstance(obj, dict):
-        return {k: _row(v, i) for k, v in obj.items()}
+        if not _has_tensor(obj):
+            return lambda i: obj
+        fd = {k: _splitter(v, n, copy) for k, v in obj.items()}
+        return lambda i: {k: f(i) for k, f in fd.items()}
     if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{f: _row(getattr(obj, f), i) for f in _fields(obj)})
-    return obj
+        fd = {f: _splitter(getattr(obj, f), n, copy) for f in _fields(obj)}
+
+        def build(i: int) -> Any:
+            new = _copy.copy(obj)  # no __init__: the fields are set below, row by row
+            new.__dict__.update({k: f(i) for k, f in fd.items()})
+            return new
+
+        return build
+    return lambda i: obj
+
+
+def _has_tensor(obj: Any) -> bool:
+    if isinstance(obj, Tensor):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_has_tensor(v) for v in obj)
+    if isinstance(obj, dict):
+        return any(_has_tensor(v) for v in obj.values())
+    return dataclasses.is_dataclass(obj)
+
+
+def compact(obj: Any) -> Any:
+    """``obj`` with every tensor that is a view into a larger one copied out (so that it no
+    longer keeps the larger one alive); tensors that own their storage are kept as they are."""
+    def walk(o: Any) -> Any:
+        if isinstance(o, Tensor):
+            return o.clone() if o.untyped_storage().nbytes() > o.numel() * o.element_size() else o
+        if isinstance(o, (list, tuple)):
+            return type(o)(walk(v) for v in o)
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()} if _has_tensor(o) else o
+        if dataclasses.is_dataclass(o):
+            new = _copy.copy(o)
+            new.__dict__.update({f: walk(getattr(o, f)) for f in _fields(o)})
+            return new
+        return o
+
+    return walk(obj)
 
 
 def nbytes(obj: Any) -> int:
