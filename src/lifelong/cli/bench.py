@@ -877,11 +877,14 @@ def bench_serve_cmd(
     if not counts or min(counts) < 1:
         raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64")
     print(f"{'sessions':>8} {'requests':>8} {'gen tok/s':>10} {'written/s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6}", flush=True)
+          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6} {'busy %':>6} {'model %':>7} {'commit %':>8}",
+          flush=True)
 
     def show(r) -> None:
         print(f"{r.sessions:>8} {r.requests:>8} {r.tokens_per_s:>10.1f} {r.written_per_s:>10.1f} "
-              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6}", flush=True)
+              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6} "
+              f"{100 * r.engine_s / r.seconds:>6.1f} {100 * r.model_s / r.seconds:>7.1f} "
+              f"{100 * r.commit_s / r.seconds:>8.1f}", flush=True)
 
     results = load_test(url, counts, requests=requests, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                         token=os.environ.get("LIFELONG_SERVE_TOKEN"), vocab=vocab, on_result=show)

@@ -89,6 +89,9 @@ class Entry:
     jobs: deque = field(default_factory=deque)
     last_used: float = 0.0
     nbytes: int = 0
+    # signatures of ``state`` (False: as it is; True: with pending tokens set aside), each
+    # with the state object it was computed for: a step's rows share their batch's
+    sigs: dict = field(default_factory=dict)
 
 
 def model_period(config: Any) -> int:
@@ -151,6 +154,9 @@ class Engine:
             if entry is None:
                 entry = self._entries[key] = Entry(job.tenant, job.sid)
             entry.jobs.append(job)
+            import os, sys
+            if os.environ.get("DBG_STEPS"):
+                print("SUBMIT %.4f %s %s" % (time.perf_counter(), job.kind, job.sid), file=sys.stderr, flush=True)
             self.metrics["requests"] += 1
             self._cond.notify()
         return job.future
@@ -364,11 +370,14 @@ class Engine:
             if not self.config.batching:
                 key: Any = (id(e),)
             elif len(item[2]) == 1 and e.state is not None and S.one_token_any_offset(e.state):
-                key = ("any-offset", S.signature(S.strip_pending(e.state)))
+                key = ("any-offset", self._signature(e, True))
             else:
-                key = (None if e.state is None else S.signature(e.state), len(item[2]))
+                key = (None if e.state is None else self._signature(e, False), len(item[2]))
             groups.setdefault(key, []).append(item)
         failed: set[int] = set()
+        import os, sys
+        if os.environ.get("DBG_STEPS"):
+            print("STEP %.4f heads=%d pieces=%d groups=%s" % (time.perf_counter(), len(heads), len(pieces), [(k[0] if k[0] == "any-offset" else ("pend", len(items[0][2]), items[0][0].tokens % 16), len(items)) for k, items in groups.items()]), file=sys.stderr, flush=True)
         if groups:
             self.metrics["steps"] += 1
         for key, items in groups.items():
@@ -399,6 +408,15 @@ class Engine:
         self._evict()
         self.metrics["seconds_step"] += time.perf_counter() - t0
 
+    @staticmethod
+    def _signature(e: Entry, stripped: bool) -> Any:
+        known = e.sigs.get(stripped)
+        if known is not None and known[0] is e.state:
+            return known[1]
+        sig = S.signature(S.strip_pending(e.state) if stripped else e.state)
+        e.sigs[stripped] = (e.state, sig)
+        return sig
+
     @torch.no_grad()
     def _forward(self, items: list[tuple[Entry, Job, list[int]]], strip: bool = False) -> None:
         """One forward over the stacked states of ``items``; ``strip``: one token each, sessions
@@ -415,10 +433,14 @@ class Engine:
         rows = [new] if len(items) == 1 else S.split(new, len(items), copy=False)
         if strip:
             rows = [S.restore_pending(o, r) for o, r in zip(olds, rows)]
+        # every row has its batch's signature (it leaves out the batch axis); with pending
+        # tokens set aside, so do the rows of a step at any offset
+        known = (True, S.signature(ins[0])) if strip else (False, S.signature(new))
         now = time.monotonic()
         last = logits[:, -1].detach().clone()
         for (e, job, piece), row, lg in zip(items, rows, last.unbind(0) if len(items) > 1 else [last[0]]):
             e.state, e.logits = row, lg
+            e.sigs = {known[0]: (row, known[1])}
             e.tokens += len(piece)
             e.last_used = now
             if job.kind == "append" or len(job.out) == 0 or piece != job.out[-1:]:

@@ -79,6 +79,9 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8100,
     import uvicorn
 
     app, engine, name = build(config)
+    import os, sys
+    if os.environ.get("DBG_SWITCH"):
+        sys.setswitchinterval(float(os.environ["DBG_SWITCH"]))
     if ready:
         ready(name)
     try:

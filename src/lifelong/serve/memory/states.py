@@ -64,7 +64,7 @@ def stack(states: list[Any]) -> Any:
     """One batched state from states of equal signature (rows in order)."""
     first = states[0]
     if isinstance(first, Tensor):
-        return torch.cat(states, dim=0)
+        return _whole(states) if first._base is not None else torch.cat(states, dim=0)
     if isinstance(first, list):
         return [stack([s[i] for s in states]) for i in range(len(first))]
     if isinstance(first, tuple):
@@ -78,6 +78,21 @@ def stack(states: list[Any]) -> Any:
         return dataclasses.replace(first, **{f: stack([getattr(s, f) for s in states])
                                              for f in _fields(first)})
     return first  # plain values: equal by signature
+
+
+def _whole(rows: list[Tensor]) -> Tensor:
+    """``torch.cat(rows)``; when the rows are the rows of one tensor, in order (``split``'s
+    views of the last step's batch, all still together), that tensor itself, uncopied."""
+    base = rows[0]._base
+    n = len(rows)
+    if base is None or base.shape[0] != n or base.shape[1:] != rows[0].shape[1:] or base.dim() == 0:
+        return torch.cat(rows, dim=0)
+    step, start, strides = base.stride(0), base.storage_offset(), base.stride()
+    for i, t in enumerate(rows):
+        if t._base is not base or t.storage_offset() != start + i * step or t.stride() != strides \
+                or t.shape[0] != 1:
+            return torch.cat(rows, dim=0)
+    return base
 
 
 def split(state: Any, n: int, *, copy: bool = True) -> list[Any]:
@@ -173,7 +188,7 @@ def nbytes(obj: Any) -> int:
 def _flatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
     if isinstance(obj, Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous().clone()
+        tensors[key] = obj.detach()  # encode copies the bytes out
         return {"t": key}
     if isinstance(obj, list):
         return {"l": [_flatten(v, tensors) for v in obj]}
@@ -219,15 +234,40 @@ def _unflatten(node: Any, tensors: dict[str, Tensor], known: dict[str, type], de
 
 def encode(state: Any, logits: Tensor | None, tokens: int, fingerprint: str) -> bytes:
     """A session's state, the logits of its last token and its token count, as safetensors bytes."""
-    from safetensors.torch import save
-
     tensors: dict[str, Tensor] = {}
     structure = _flatten(state, tensors)
     if logits is not None:
-        tensors["logits"] = logits.detach().cpu().contiguous().clone()
+        tensors["logits"] = logits.detach().cpu().contiguous()
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fingerprint,
             "tokens": str(int(tokens)), "structure": json.dumps(structure)}
-    return save(tensors, metadata=meta)
+    return safetensors_bytes(tensors, meta)
+
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+           torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors serialization of ``tensors`` (the format's layout: an 8-byte little-endian
+    header length, the JSON header, then each tensor's bytes, back to back, in the header's
+    order), written directly: ``safetensors.torch.save`` spends a millisecond in per-tensor
+    checks on a state of a few dozen small tensors, which a server pays on every request.
+    ``safetensors.torch.load`` reads it (and a test holds it to ``save``'s output)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise StateError(f"cannot store a {t.dtype} tensor", hint="this is a bug")
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-aligned
+    return b"".join([len(head).to_bytes(8, "little"), head, *chunks])
 
 
 def decode(blob: bytes, fingerprint: str) -> tuple[Any, Tensor | None, int]:
