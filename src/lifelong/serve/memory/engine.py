@@ -92,6 +92,7 @@ class Entry:
     # signatures of ``state`` (False: as it is; True: with pending tokens set aside), each
     # with the state object it was computed for: a step's rows share their batch's
     sigs: dict = field(default_factory=dict)
+    committing: bool = False  # its head job's state is being written; the job waits for that
 
 
 def model_period(config: Any) -> int:
@@ -123,6 +124,12 @@ class Engine:
         self.device = next(model.parameters()).device
         self._entries: dict[tuple[str, str], Entry] = {}
         self._current: dict[tuple[str, str], int | None] = {}
+        # sessions with a job to work on (head job not waiting for its commit), in arrival order:
+        # a step looks at these only, however many sessions are loaded
+        self._active: dict[tuple[str, str], Entry] = {}
+        self._commits: deque = deque()  # finished jobs for the committer: (entry, job)
+        self._commit_cond = threading.Condition()
+        self._last_evict = 0.0
         self._cond = threading.Condition()
         self._stop = False
         self.metrics: dict[str, float] = dict.fromkeys(
@@ -130,6 +137,8 @@ class Engine:
              "reloads", "evictions", "conflicts", "store_writes", "steps",
              "seconds_step", "seconds_model", "seconds_commit"), 0)
         self._thread = threading.Thread(target=self._run, name="lifelong-serve-engine", daemon=True)
+        self._committer = threading.Thread(target=self._run_commits, name="lifelong-serve-commit", daemon=True)
+        self._committer.start()
         self._thread.start()
 
     # --- the outside ------------------------------------------------------------------
@@ -154,9 +163,8 @@ class Engine:
             if entry is None:
                 entry = self._entries[key] = Entry(job.tenant, job.sid)
             entry.jobs.append(job)
-            import os, sys
-            if os.environ.get("DBG_STEPS"):
-                print("SUBMIT %.4f %s %s" % (time.perf_counter(), job.kind, job.sid), file=sys.stderr, flush=True)
+            if not entry.committing:
+                self._active[key] = entry
             self.metrics["requests"] += 1
             self._cond.notify()
         return job.future
@@ -169,6 +177,9 @@ class Engine:
             self._stop = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        with self._commit_cond:  # the committer writes what is queued, then stops
+            self._commit_cond.notify()
+        self._committer.join(timeout=30)
 
     def stats(self) -> dict[str, float]:
         with self._cond:
@@ -184,16 +195,16 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and not any(e.jobs for e in self._entries.values()):
+                while not self._stop and not self._active:
                     self._cond.wait()
                 if self._stop:
                     for e in self._entries.values():
-                        for j in e.jobs:
+                        for j in list(e.jobs)[1 if e.committing else 0:]:
                             if not j.future.done():
                                 j.future.set_exception(LifelongError("the server shut down",
                                                                      hint="send the request again"))
                     return
-                heads = [e for e in self._entries.values() if e.jobs]
+                heads = list(self._active.values())
                 if self.config.schedule == "waves" and any(
                         e.jobs[0].started and e.jobs[0].kind in FORWARD_KINDS for e in heads):
                     # a wave is in flight: new requests that need the model start with the next
@@ -202,6 +213,8 @@ class Engine:
                 self._step(heads)
             except Exception as exc:  # a bug: fail the jobs in flight, keep serving the rest
                 for e in heads:
+                    if e.committing:
+                        continue
                     if e.jobs and not e.jobs[0].future.done():
                         self._finish(e, exc)
                     e.loaded = False
@@ -209,8 +222,14 @@ class Engine:
     def _finish(self, e: Entry, result: Any) -> None:
         with self._cond:
             job = e.jobs.popleft()
+            key = (e.tenant, e.sid)
             if job.ephemeral:
-                self._entries.pop((e.tenant, e.sid), None)
+                self._entries.pop(key, None)
+            if e.jobs and not e.committing:
+                self._active[key] = e
+                self._cond.notify()
+            else:
+                self._active.pop(key, None)
         if isinstance(result, BaseException):
             self.metrics["requests_failed"] += 1
             job.future.set_exception(result)
@@ -375,9 +394,6 @@ class Engine:
                 key = (None if e.state is None else self._signature(e, False), len(item[2]))
             groups.setdefault(key, []).append(item)
         failed: set[int] = set()
-        import os, sys
-        if os.environ.get("DBG_STEPS"):
-            print("STEP %.4f heads=%d pieces=%d groups=%s" % (time.perf_counter(), len(heads), len(pieces), [(k[0] if k[0] == "any-offset" else ("pend", len(items[0][2]), items[0][0].tokens % 16), len(items)) for k, items in groups.items()]), file=sys.stderr, flush=True)
         if groups:
             self.metrics["steps"] += 1
         for key, items in groups.items():
@@ -402,9 +418,7 @@ class Engine:
         # jobs with nothing left to feed are done: commit their states, then answer
         done = [(e, j) for e, j, _ in pieces if id(e) not in failed and not j.tokens and j.max_new <= 0]
         if done:
-            t1 = time.perf_counter()
-            self._commit(done)
-            self.metrics["seconds_commit"] += time.perf_counter() - t1
+            self._hand_over(done)
         self._evict()
         self.metrics["seconds_step"] += time.perf_counter() - t0
 
@@ -450,12 +464,51 @@ class Engine:
         self.metrics["forwards"] += 1
         self.metrics["rows"] += len(items)
 
-    def _commit(self, done: list[tuple[Entry, Job]]) -> None:
-        for e, _ in done:
-            e.state = S.compact(e.state)
+    def _hand_over(self, done: list[tuple[Entry, Job]]) -> None:
+        """Finished jobs: ephemeral ones are answered now; the others go to the committer,
+        their sessions out of the steps until their states are in the store (group commit:
+        one transaction for all that finished meanwhile, while the next steps run)."""
+        stored = []
+        for e, job in done:
+            e.state = S.compact(e.state)  # its own tensors, not views into the step's batch
             if e.logits is not None and e.logits.untyped_storage().nbytes() > e.logits.nbytes:
                 e.logits = e.logits.clone()
-        stored = [(e, j) for e, j in done if not j.ephemeral]
+            if job.ephemeral:
+                self._finish(e, self._result(e, job))
+            else:
+                stored.append((e, job))
+        if not stored:
+            return
+        with self._cond:
+            for e, _ in stored:
+                e.committing = True
+                self._active.pop((e.tenant, e.sid), None)
+        with self._commit_cond:
+            self._commits.extend(stored)
+            self._commit_cond.notify()
+
+    def _run_commits(self) -> None:
+        while True:
+            with self._commit_cond:
+                while not self._commits and not self._stop:
+                    self._commit_cond.wait()
+                if not self._commits:
+                    return
+                batch = list(self._commits)
+                self._commits.clear()
+            t0 = time.perf_counter()
+            try:
+                self._commit(batch)
+            except Exception as exc:  # a bug: fail these jobs, keep serving
+                for e, _ in batch:
+                    if e.committing:
+                        with self._cond:
+                            e.committing, e.loaded = False, False
+                            self._finish(e, exc)
+            self.metrics["seconds_commit"] += time.perf_counter() - t0
+
+    def _commit(self, stored: list[tuple[Entry, Job]]) -> None:
+        """Write the states of finished jobs in one transaction, then answer each."""
         results: list[Any] = []
         if stored:
             try:
@@ -465,24 +518,26 @@ class Engine:
                 results = [exc] * len(stored)
             self.metrics["store_writes"] += 1
         for (e, job), res in zip(stored, results):
-            e.nbytes = S.nbytes(e.state)
-            if isinstance(res, BaseException):
-                e.loaded = False  # what we hold is not what the store holds: read it again next time
-                if isinstance(res, Conflict):
-                    self.metrics["conflicts"] += 1
-                self._finish(e, res)
-            else:
-                e.version = res
-                self._finish(e, self._result(e, job))
-        for e, job in done:
-            if job.ephemeral:
-                self._finish(e, self._result(e, job))
+            with self._cond:  # one hold: the session rejoins the steps with this job gone
+                e.nbytes = S.nbytes(e.state)
+                e.committing = False
+                if isinstance(res, BaseException):
+                    e.loaded = False  # what we hold is not what the store holds: read it again next time
+                    if isinstance(res, Conflict):
+                        self.metrics["conflicts"] += 1
+                else:
+                    e.version = res
+                self._finish(e, res if isinstance(res, BaseException) else self._result(e, job))
 
     @staticmethod
     def _result(e: Entry, job: Job) -> dict[str, Any]:
         return {"id": e.sid, "version": e.version, "tokens": e.tokens, "generated": list(job.out)}
 
     def _evict(self) -> None:
+        now = time.monotonic()
+        if len(self._entries) > 256 and now - self._last_evict < 0.05:
+            return  # a scan over every loaded session: with many, a few times a second is enough
+        self._last_evict = now
         with self._cond:
             loaded = [e for e in self._entries.values() if e.loaded]
             total = sum(e.nbytes for e in loaded)
@@ -493,7 +548,7 @@ class Engine:
                     total -= e.nbytes
                     e.state, e.logits, e.loaded, e.nbytes = None, None, False, 0
                     self.metrics["evictions"] += 1
-            for key in [k for k, e in self._entries.items() if not e.loaded and not e.jobs]:
+            for key in [k for k, e in self._entries.items() if not e.loaded and not e.jobs and not e.committing]:
                 del self._entries[key]
 
 
