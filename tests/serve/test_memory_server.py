@@ -453,7 +453,7 @@ def test_state_bytes_are_what_safetensors_reads_and_rows_restack_without_a_copy(
 def test_soak_with_random_kills_loses_no_acknowledged_write(tmp_path):
     """A bounded soak: random appends and generates on 4 sessions while the server is killed
     (SIGKILL) and restarted; every acknowledged write is there and every state is its own."""
-    from lifelong.bench.serve_soak import soak
+    from lifelong.serve.memory.soak import soak
 
     ck = tiny_checkpoint(tmp_path, "lmm")
     r = soak(str(ck), f"sqlite:///{tmp_path / 's.db'}", seconds=10, sessions=4, kill_every=(1.0, 2.5),

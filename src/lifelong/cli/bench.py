@@ -911,7 +911,7 @@ def bench_serve_soak_cmd(
     writes lost and sessions whose state is not the replay of their own writes (both must be 0)."""
     import tempfile
 
-    from lifelong.bench.serve_soak import soak
+    from lifelong.serve.memory.soak import soak
 
     if kill_max < kill_min:
         raise ConfigError("--kill-max is below --kill-min", hint="e.g. --kill-min 2 --kill-max 8")
