@@ -164,8 +164,16 @@ def chunk_backward(
 _GROUP_ELEMENTS = 1 << 17
 
 
-def _groups(batch: int, rows: int) -> list[slice]:
-    """Consecutive groups of sequences with about ``_GROUP_ELEMENTS`` elements each."""
+# pieces of at most this many tokens take the whole batch in one group (serving: one
+# token or a chunk's piece per session), whatever their width
+_SHORT = 32
+
+
+def _groups(batch: int, tokens: int, rows: int) -> list[slice]:
+    """Consecutive groups of sequences with about ``_GROUP_ELEMENTS`` elements each
+    (one group for pieces of at most ``_SHORT`` tokens)."""
+    if tokens <= _SHORT:
+        return [slice(0, batch)]
     size = max(1, -(-_GROUP_ELEMENTS // max(rows, 1)))
     return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
 
@@ -247,7 +255,7 @@ class ConvSiluNorm(torch.autograd.Function):
         outs = [raw.new_empty(B, heads, T, d) for _ in range(parts)]
         n_norm = min(parts, 3 if norm_values else 2)  # q, k (and v)
         norms = [raw.new_empty(B, heads, T, 1) for _ in range(n_norm)]
-        for i in _groups(B, T * C):
+        for i in _groups(B, T, T * C):
             _conv_forward(cache[i], raw[i], taps, mixed[i])
             thirds = mixed[i].view(i.stop - i.start, T, parts, heads, d)
             for c in range(parts):
@@ -276,7 +284,7 @@ class ConvSiluNorm(torch.autograd.Function):
         grad_cache = torch.empty_like(cache) if need_cache else None
         grad_raw = torch.empty_like(raw) if need_raw else None
         grad_taps = torch.zeros_like(taps) if need_w else None
-        groups = _groups(B, T * C)
+        groups = _groups(B, T, T * C)
         G = groups[0].stop - groups[0].start
         g_mixed_all = raw.new_empty(G, T, C)  # one group at a time
         through_norm_all = raw.new_empty(G, heads, T, d)
