@@ -302,15 +302,8 @@ class SelfModifyingTitans(nn.Module):
     def _unpack(self, packed: tuple[Tensor, tuple[Tensor, ...]]) -> tuple[tuple[Tensor, ...], ...]:
         P, Bs = packed
         h, n, nv = self.config.memory_hidden, len(MEMORIES), len(VECTOR)
-        out = []
-        for i in range(n):
-            A = P[..., i * h : (i + 1) * h]
-            if i < nv:
-                out.append((A, Bs[i]))
-            else:
-                s = n * h + i - nv
-                out.append((A, Bs[i], P[..., s : s + 1]))
-        return tuple(out)
+        parts = P.split([h] * n + [1] * (n - nv), dim=-1)
+        return tuple((parts[i], Bs[i]) if i < nv else (parts[i], Bs[i], parts[n + i - nv]) for i in range(n))
 
     # --- one step of the recurrence (Eq. 90) ---------------------------------------------
 
@@ -333,11 +326,11 @@ class SelfModifyingTitans(nn.Module):
         def outputs(x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
             """Every memory on input x: z (pre-activations, [.., 5h]), σ(z), and the
             outputs M_□(x) (x + σ(z_□) B_□, or x S_□ + σ(z_□) B_□)."""
-            zs = x @ P  # [N, U, 5h + 2]: z of every memory, then x·S_η, x·S_α
-            z = zs[..., :H5]
+            # split, not slices: one backward node for all the pieces
+            z, *skips = (x @ P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
             a = act(z, kind)
-            outs = [a[..., i * h : (i + 1) * h] @ Bs[i]
-                    + (x if i < nv else zs[..., H5 + i - nv : H5 + i - nv + 1]) for i in range(n)]
+            outs = [ai @ b + (x if i < nv else skips[i - nv])
+                    for i, (ai, b) in enumerate(zip(a.split(h, dim=-1), Bs))]
             return z, a, outs
 
         _, _, on_x = outputs(xh)
@@ -364,9 +357,9 @@ class SelfModifyingTitans(nn.Module):
         log_a = torch.log(alpha)  # [N, U]
         total = log_a.sum(-1)
         tail = (total[:, None] - log_a.cumsum(-1)).exp()  # Π_{s>t} α_s
-        aw = (a * (eta * tail).unsqueeze(-1)).transpose(1, 2)
+        aw = (a * (eta * tail).unsqueeze(-1)).transpose(1, 2).split(h, dim=1)
         decay = total.exp()[:, None, None]
-        new_B = tuple(decay * b - aw[:, i * h : (i + 1) * h] @ r for i, (b, r) in enumerate(zip(B_run, r2)))
+        new_B = tuple(decay * b - w @ r for b, w, r in zip(B_run, aw, r2))
         # A (and S) ← (α I − η k kᵀ) A − η k eᵀ: a gated delta rule with decay α, strength
         # β = η/α and values −α e, for all five memories in one call
         P_new = delta_rule_state(P_run, k, firsts * (-alpha[..., None]), log_a, eta / alpha)
