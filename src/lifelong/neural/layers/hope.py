@@ -323,17 +323,11 @@ class SelfModifyingTitans(nn.Module):
         n, nv = len(MEMORIES), len(VECTOR)
         H5 = n * h
 
-        def outputs(x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-            """Every memory on input x: z (pre-activations, [.., 5h]), σ(z), and the
-            outputs M_□(x) (x + σ(z_□) B_□, or x S_□ + σ(z_□) B_□)."""
-            # split, not slices: one backward node for all the pieces
-            z, *skips = (x @ P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
-            a = act(z, kind)
-            outs = [ai @ b + (x if i < nv else skips[i - nv])
-                    for i, (ai, b) in enumerate(zip(a.split(h, dim=-1), Bs))]
-            return z, a, outs
-
-        _, _, on_x = outputs(xh)
+        # every memory on x: M_□(x) = x + σ(z_□) B_□, or x S_□ + σ(z_□) B_□, z = x A (split,
+        # not slices: one backward node for all the pieces)
+        z_x, *skip_x = (xh @ P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
+        on_x = [a_i @ b + (xh if i < nv else skip_x[i - nv])
+                for i, (a_i, b) in enumerate(zip(act(z_x, kind).split(h, dim=-1), Bs))]
         k = F.normalize(on_x[MEMORIES.index("k")], dim=-1)
         v = on_x[MEMORIES.index("v")]
         if c.normalize_v:
@@ -346,9 +340,12 @@ class SelfModifyingTitans(nn.Module):
 
         # ∇L(M_□; k_t, v̂_□,t) at the chunk-start weights, for every token at once (the
         # self-generated target v̂ = M_□(v) is data for the inner gradient)
-        z, a, on_k = outputs(k)
-        _, _, on_v = outputs(v)
-        r2 = [2 * (o - t) for o, t in zip(on_k, on_v)]  # ∂L/∂M(k)
+        # ∂L/∂M(k) = 2 (M(k) − M(v)) = 2 ((σ(z_k) − σ(z_v)) B + skip(k) − skip(v))
+        z, *skip_k = (k @ P).split([H5] + [1] * (n - nv), dim=-1)
+        z_v, *skip_v = (v @ P).split([H5] + [1] * (n - nv), dim=-1)
+        a = act(z, kind)
+        diffs = [k - v] * nv + [s_k - s_v for s_k, s_v in zip(skip_k, skip_v)]
+        r2 = [2 * (d_a @ b + d) for d_a, b, d in zip((a - act(z_v, kind)).split(h, dim=-1), Bs, diffs)]
         # ∂L/∂z, z = k A, every memory; then the scalar memories' ∂L/∂(k S) = r2
         e = torch.cat([r @ b.transpose(1, 2) for r, b in zip(r2, Bs)], dim=-1) * act_grad(z, kind)
         firsts = torch.cat([e, *r2[nv:]], dim=-1)  # [N, U, 5h + 2]: what P's columns see
