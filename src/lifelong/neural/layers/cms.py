@@ -137,9 +137,12 @@ class CMSConfig:
 def gated_mlp(x: Tensor, w: tuple[Tensor, Tensor, Tensor], activation: str) -> Tensor:
     """One level: (act(x W_gate) ⊙ x W_up) W_down with per-sequence weights ``[B, in, out]``."""
     gate, up, down = w
-    a = x @ gate
+    # per-sequence weights: torch.bmm straight away (``@`` adds expand / reshape / view steps,
+    # and as many autograd nodes, around the same bmm); shared [in, out] weights: ``@``
+    mm = torch.bmm if x.dim() == 3 and gate.dim() == 3 else torch.matmul
+    a = mm(x, gate)
     a = F.silu(a) if activation == "silu" else F.gelu(a, approximate="tanh")
-    return (a * (x @ up)) @ down
+    return mm(a * mm(x, up), down)
 
 
 def rms_norm(x: Tensor, gain: Tensor, eps: float) -> Tensor:

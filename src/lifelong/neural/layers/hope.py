@@ -139,6 +139,12 @@ def act_grad(x: Tensor, kind: str) -> Tensor:
     return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for [N, m, k] × [N, k, n]: torch.bmm straight away (``@`` on 3-D tensors adds
+    expand / reshape / view steps, and as many autograd nodes, around the same bmm)."""
+    return torch.bmm(a, b)
+
+
 def delta_rule_state(S0: Tensor, k: Tensor, v: Tensor, log_a: Tensor, beta: Tensor) -> Tensor:
     """End state of S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ over one chunk.
 
@@ -152,18 +158,18 @@ def delta_rule_state(S0: Tensor, k: Tensor, v: Tensor, log_a: Tensor, beta: Tens
     lg = log_a.cumsum(-1)
     strict = torch.ones(c, c, dtype=torch.bool, device=k.device).tril(-1)
     decay = (lg[:, :, None] - lg[:, None, :]).masked_fill(~strict, float("-inf")).exp()
-    A = beta[:, :, None] * decay * (k @ k.transpose(1, 2))
+    A = beta[:, :, None] * decay * bmm(k, k.transpose(1, 2))
     eye = torch.eye(c, dtype=k.dtype, device=k.device)
-    inv, power, P = eye - A, 2, A @ A
+    inv, power, P = eye - A, 2, bmm(A, A)
     while power < c:
-        inv = inv @ (eye + P)
-        P, power = P @ P, power * 2
-    U = inv @ (beta[..., None] * v)
-    W = inv @ ((beta * lg.exp())[..., None] * k)
-    D = U - W @ S0
+        inv = bmm(inv, eye + P)
+        P, power = bmm(P, P), power * 2
+    U = bmm(inv, beta[..., None] * v)
+    W = bmm(inv, (beta * lg.exp())[..., None] * k)
+    D = U - bmm(W, S0)
     last = lg[:, -1]
     tail = (last[:, None] - lg).exp()
-    return last.exp()[:, None, None] * S0 + (k * tail[..., None]).transpose(1, 2) @ D
+    return last.exp()[:, None, None] * S0 + bmm((k * tail[..., None]).transpose(1, 2), D)
 
 
 def memory_forward(x: Tensor, w: tuple[Tensor, ...], kind: str) -> tuple[Tensor, Tensor]:
@@ -317,7 +323,7 @@ class SelfModifyingTitans(nn.Module):
         kind, h = c.activation, c.memory_hidden
         P, Bs = read
         mem = MEMORIES.index("mem")
-        y = act(qh @ P[..., mem * h : (mem + 1) * h], kind) @ Bs[mem] + qh  # y = M_mem(q)
+        y = bmm(act(bmm(qh, P[..., mem * h : (mem + 1) * h]), kind), Bs[mem]) + qh  # y = M_mem(q)
         if not write:
             return y, run
         n, nv = len(MEMORIES), len(VECTOR)
@@ -325,8 +331,8 @@ class SelfModifyingTitans(nn.Module):
 
         # every memory on x: M_□(x) = x + σ(z_□) B_□, or x S_□ + σ(z_□) B_□, z = x A (split,
         # not slices: one backward node for all the pieces)
-        z_x, *skip_x = (xh @ P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
-        on_x = [a_i @ b + (xh if i < nv else skip_x[i - nv])
+        z_x, *skip_x = bmm(xh, P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
+        on_x = [bmm(a_i, b) + (xh if i < nv else skip_x[i - nv])
                 for i, (a_i, b) in enumerate(zip(act(z_x, kind).split(h, dim=-1), Bs))]
         k = F.normalize(on_x[MEMORIES.index("k")], dim=-1)
         v = on_x[MEMORIES.index("v")]
@@ -341,13 +347,13 @@ class SelfModifyingTitans(nn.Module):
         # ∇L(M_□; k_t, v̂_□,t) at the chunk-start weights, for every token at once (the
         # self-generated target v̂ = M_□(v) is data for the inner gradient)
         # ∂L/∂M(k) = 2 (M(k) − M(v)) = 2 ((σ(z_k) − σ(z_v)) B + skip(k) − skip(v))
-        z, *skip_k = (k @ P).split([H5] + [1] * (n - nv), dim=-1)
-        z_v, *skip_v = (v @ P).split([H5] + [1] * (n - nv), dim=-1)
+        z, *skip_k = bmm(k, P).split([H5] + [1] * (n - nv), dim=-1)
+        z_v, *skip_v = bmm(v, P).split([H5] + [1] * (n - nv), dim=-1)
         a = act(z, kind)
         diffs = [k - v] * nv + [s_k - s_v for s_k, s_v in zip(skip_k, skip_v)]
-        r2 = [2 * (d_a @ b + d) for d_a, b, d in zip((a - act(z_v, kind)).split(h, dim=-1), Bs, diffs)]
+        r2 = [2 * (bmm(d_a, b) + d) for d_a, b, d in zip((a - act(z_v, kind)).split(h, dim=-1), Bs, diffs)]
         # ∂L/∂z, z = k A, every memory; then the scalar memories' ∂L/∂(k S) = r2
-        e = torch.cat([r @ b.transpose(1, 2) for r, b in zip(r2, Bs)], dim=-1) * act_grad(z, kind)
+        e = torch.cat([bmm(r, b.transpose(1, 2)) for r, b in zip(r2, Bs)], dim=-1) * act_grad(z, kind)
         firsts = torch.cat([e, *r2[nv:]], dim=-1)  # [N, U, 5h + 2]: what P's columns see
         P_run, B_run = run
         # B ← α B − η ∇_B L, token by token: a decayed sum (∇_B L = σ(z)ᵀ r2 per token)
@@ -356,7 +362,7 @@ class SelfModifyingTitans(nn.Module):
         tail = (total[:, None] - log_a.cumsum(-1)).exp()  # Π_{s>t} α_s
         aw = (a * (eta * tail).unsqueeze(-1)).transpose(1, 2).split(h, dim=1)
         decay = total.exp()[:, None, None]
-        new_B = tuple(decay * b - w @ r for b, w, r in zip(B_run, aw, r2))
+        new_B = tuple(decay * b - bmm(w, r) for b, w, r in zip(B_run, aw, r2))
         # A (and S) ← (α I − η k kᵀ) A − η k eᵀ: a gated delta rule with decay α, strength
         # β = η/α and values −α e, for all five memories in one call
         P_new = delta_rule_state(P_run, k, firsts * (-alpha[..., None]), log_a, eta / alpha)
