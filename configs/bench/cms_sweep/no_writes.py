@@ -5,14 +5,15 @@ outer training gave them), on the same MQAR sequences as ``lifelong bench run``
 
     python configs/bench/cms_sweep/no_writes.py OUT.json RUN [RUN ...]   # RUN: runs/bench/cms_sweep/L2-C32
 
-Writes {run: {"accuracy": {length: accuracy}, "eta": [[η per level] per block]}} to
-OUT.json, with the learning rates η^(ℓ) the outer training left each level.
+Adds {run: {"accuracy": {length: accuracy}, "eta": [[η per level] per block]}} to
+OUT.json (kept: the runs already in it), with the learning rates η^(ℓ) the outer training left each level.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -24,7 +25,8 @@ LENGTHS = [64, 128, 256, 512, 1024]
 
 def main(out: str, runs: list[str]) -> None:
     torch.set_num_threads(1)
-    results = {}
+    path = Path(out)
+    results = json.loads(path.read_text()) if path.exists() else {}
     for run in runs:
         net, meta = load_checkpoint(f"{run}/model", device="cpu")
         net.in_context_updates = False
@@ -34,8 +36,9 @@ def main(out: str, runs: list[str]) -> None:
             "eta": [[float(x) for x in block.mlp.lrs().detach()] for block in net.blocks],
         }
         print(run, results[run], flush=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
