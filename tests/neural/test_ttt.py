@@ -198,8 +198,8 @@ def test_first_order_gradients_would_differ() -> None:
 
     real = ttt_mod.inner_update
 
-    def first_order(states, loss, lr, clip, create, keep):
-        return real(states, loss, lr, clip, create=False, keep=True)
+    def first_order(states, factors, lr, clip):  # the inner gradients taken as constants
+        return real(states, [[(lf.detach(), rf.detach()) for lf, rf in f] for f in factors], lr, clip)
 
     ttt_mod.inner_update = first_order
     try:
