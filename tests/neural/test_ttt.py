@@ -140,6 +140,21 @@ def test_forward_matches_the_literal_reference(clip: float) -> None:
     assert state.blocks[-1][-1].updates.tolist() == [4, 4]
 
 
+def test_no_prediction_sees_a_later_token() -> None:
+    # a mini-batch is learned from only once the token after it is read: changing token t
+    # (on a mini-batch edge and inside one) leaves every earlier prediction as it was
+    model = model_for(cfg()).eval()
+    ids = torch.randint(0, 23, (1, 16), generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        base, _ = model(ids)
+        for t in (3, 6, 7, 10):
+            other = ids.clone()
+            other[0, t] = (other[0, t] + 1) % 23
+            changed, _ = model(other)
+            torch.testing.assert_close(changed[:, :t], base[:, :t], rtol=0, atol=0)
+            assert (changed[:, t] - base[:, t]).abs().max() > 1e-6
+
+
 def test_inner_loop_changes_predictions_beyond_the_first_mini_batch() -> None:
     model = model_for(cfg())
     ids = torch.randint(0, 23, (1, 14), generator=torch.Generator().manual_seed(1))
