@@ -40,6 +40,10 @@ def eval_cmd(
         None, "--note-budget", min=1,
         help="token budget of the notes block (default: the model's context window − task reserve)"),
     concurrency: int = typer.Option(1, min=1, help="readers at once (server backends only)"),
+    writer: str | None = typer.Option(
+        None, "--writer",
+        help="model spec of the writer, if not --model (e.g. a trained writer: 'hf:local?adapter=PATH'); "
+             "readers use --model"),
 ) -> None:
     """Run the protocol; print a summary table, write plots and report.html into OUT.
 
@@ -67,8 +71,10 @@ def eval_cmd(
     task_suite = load_suite(suite, seed)
     console = Console()
     llm = load_llm(model)
+    writer_llm = None
     summaries = []
     try:
+        writer_llm = load_llm(writer) if writer else None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             for strat in strategies:
@@ -76,10 +82,13 @@ def eval_cmd(
                 result = Protocol(
                     llm, task_suite, strat, config, out,
                     progress=lambda done, total, bar=bar: progress.update(bar, completed=done, total=total),
+                    writer_llm=writer_llm,
                 ).run()
                 summaries.append(summarize(result.records))
     finally:
         llm.close()
+        if writer_llm is not None:
+            writer_llm.close()
     report = write_report([out], out)
     console.print(summary_table(summaries, width=console.width))
     console.print(escape(f"report: {report['html']}"), highlight=False)
