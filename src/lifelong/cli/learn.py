@@ -99,6 +99,37 @@ def eval_cmd(
             print(f"{s['strategy']}: {final_line(s)}")
 
 
+@learn_app.command("train-writer")
+def train_writer_cmd(
+    config: Path = typer.Argument(..., help="TOML config (see configs/learn/)"),
+    out: Path = typer.Option(Path("writer-out"), help="output folder (re-running resumes from its last checkpoint)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start again instead of resuming"),
+    steps: int | None = typer.Option(None, min=1, help="override [grpo] steps (e.g. to extend a finished run)"),
+) -> None:
+    """Train the memory writer with GRPO on the protocol's reward (a LoRA adapter on an hf: model).
+
+    Writes OUT/adapter (use it as --writer 'hf:local?adapter=OUT/adapter' in
+    `lifelong learn eval`), OUT/checkpoints, OUT/rewards.jsonl (every completion,
+    every reward term), OUT/curve.json and OUT/reward.png. The last line is
+    "reward first=… last=… adapter=…".
+    """
+    import dataclasses
+
+    from rich.console import Console
+
+    from lifelong.train.writer import load_config, train_writer
+
+    cfg = load_config(config)
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    console = Console(stderr=True)
+    summary = train_writer(cfg, out, resume=not fresh, progress=lambda m: console.print(escape(m), highlight=False))
+    first, last = summary["first"] or {}, summary["last"] or {}
+    console.print(escape(f"reward curve: {out / 'reward.png'}"), highlight=False)
+    print(f"reward first={first.get('reward')} last={last.get('reward')} states={summary['states']} "
+          f"train_s={summary['train_s']} adapter={summary['adapter']}")
+
+
 @learn_app.command("report")
 def report_cmd(
     folders: list[Path] = typer.Argument(..., help="output folders of earlier runs"),
