@@ -21,7 +21,13 @@ from lifelong.learn.onboarding import DriftingOnboarding, OnboardingFamily
 from lifelong.learn.protocol import ProtocolConfig, writer_task
 from lifelong.learn.suites import Suite, load_suite
 from lifelong.learn.writer_env import WriterEnv, note_op
-from lifelong.train.writer import WriterReward, WriterTrainConfig, load_config, reward_curve, train_writer
+from lifelong.train.writer import (
+    WriterReward,
+    WriterTrainConfig,
+    load_config,
+    reward_curve,
+    train_writer,
+)
 
 pytest.importorskip("trl")
 
@@ -270,3 +276,78 @@ def test_tiny_grpo_run_raises_the_reward_and_resumes(tiny_dir, codes, tmp_path):
         assert "+lora:" in writer.name
     finally:
         writer.close()
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    import torch
+
+    from lifelong.cli.main import main
+
+    monkeypatch.setenv("LIFELONG_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def run(*args: str, ok: bool = True) -> tuple[str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        out, err = capsys.readouterr()
+        assert ((exit_.value.code or 0) == 0) == ok, out + err
+        return out, " ".join(err.split())
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def test_train_writer_and_eval_with_the_trained_writer_from_the_shell(cli, tiny_dir, codes, tmp_path):
+    policy = random_policy(tiny_dir, tmp_path / "policy")
+    config = tmp_path / "tiny.toml"
+    config.write_text(f"""
+[policy]
+model = "hf:{policy}"
+[readers]
+model = "hf:{tiny_dir}"
+[world]
+suite = "{codes}"
+train_seeds = [0]
+eval_seeds = [1]
+episodes = 2
+[protocol]
+reward = "protocol"
+readers = 1
+note_budget_tokens = 60
+max_tokens = 4
+[grpo]
+steps = 2
+num_generations = 2
+max_completion_length = 6
+save_steps = 1
+""")
+    out_dir = tmp_path / "trained"
+    out, err = cli("learn", "train-writer", str(config), "--out", str(out_dir))
+    assert "rolling world 0" in err and "step 2/2 reward=" in err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("reward first=") and f"adapter={out_dir / 'adapter'}" in last
+    rows = [json.loads(x) for x in (out_dir / "rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {"reward", "similar", "note_tokens", "context_tokens", "op"} <= set(rows[0])
+    # Finished: a rerun resumes at step 2 and has nothing left to do; --steps extends it.
+    cli("learn", "train-writer", str(config), "--out", str(out_dir), "--steps", "3")
+    assert len((out_dir / "rewards.jsonl").read_text().splitlines()) == 6
+
+    spec = f"hf:{policy}?adapter={out_dir / 'adapter'}"
+    eval_dir = tmp_path / "eval"
+    out, _ = cli("learn", "eval", "--suite", str(codes), "-m", f"hf:{tiny_dir}", "--writer", spec,
+                 "--strategy", "notes", "--episodes", "1", "--readers", "1", "--max-tokens", "4",
+                 "--note-budget", "60", "--out", str(eval_dir))
+    assert out.strip().splitlines()[-1].startswith("reward=")
+    header = json.loads((eval_dir / "notes" / "sessions.jsonl").read_text().splitlines()[0])
+    assert header["model"] == tiny_dir.name and "+lora:" in header["writer"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grpo]\nsteps = 0\n")
+    out, err = cli("learn", "train-writer", str(bad), "--out", str(tmp_path / "x"), ok=False)
+    assert "steps must be at least 1" in out + err and "Traceback" not in out + err
