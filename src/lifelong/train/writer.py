@@ -318,11 +318,22 @@ def train_writer(cfg: WriterTrainConfig, out: str | Path, *, resume: bool = True
     from the last one), ``out/adapter`` (the final adapter), ``out/rewards.jsonl``
     (every completion with every term), ``out/curve.json`` and ``out/reward.png``.
     """
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    try:
+        import torch
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            PrinterCallback,
+            TrainerCallback,
+        )
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as exc:
+        from lifelong.errors import ModelError
+
+        raise ModelError(f"training the writer needs the [hf] extra ({exc.name} is missing)",
+                         hint="pip install 'lifelong[hf]'") from None
 
     from lifelong.learn.writer_env import WriterEnv
     from lifelong.llm import load_llm
