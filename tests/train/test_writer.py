@@ -260,10 +260,15 @@ def test_tiny_grpo_run_raises_the_reward_and_resumes(tiny_dir, codes, tmp_path):
     assert (out / "checkpoints" / "checkpoint-30" / "adapter_model.safetensors").is_file()
     assert (out / "reward.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["states"] == 2 and summary["last"]["step"] == 29
-    # Resume: six more steps start from checkpoint 30, and the log keeps steps 0..35 once each.
+    # Resume: six more steps start from checkpoint 30, and the log keeps steps 0..35 once each,
+    # also when an interrupted run had logged steps past the checkpoint (dropped: they are redone).
+    with (out / "rewards.jsonl").open("a") as f:
+        for step in (30, 30, 31):
+            f.write(json.dumps({"step": step, "state": "0/0", "reward": 9.0, "op": "add"}) + "\n")
     train_writer(dataclasses.replace(cfg, steps=36), out)
     steps = [json.loads(x)["step"] for x in (out / "rewards.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == list(range(36)) and len(steps) == 36 * 8
+    assert max(p["reward"] for p in json.loads((out / "curve.json").read_text())) <= 1.0
     assert (out / "checkpoints" / "checkpoint-36").is_dir()
     # Another configuration in the same folder is refused.
     with pytest.raises(ConfigError, match="learning_rate"):
