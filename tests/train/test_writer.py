@@ -257,6 +257,7 @@ def test_tiny_grpo_run_raises_the_reward_and_resumes(tiny_dir, codes, tmp_path):
     last = statistics.fmean(p["reward"] for p in curve[-10:])
     assert first <= 0.2 and last >= 0.8, (first, last)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list((out / "adapter").glob("*.bin"))  # safetensors and JSON only
     assert (out / "checkpoints" / "checkpoint-30" / "adapter_model.safetensors").is_file()
     assert (out / "reward.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["states"] == 2 and summary["last"]["step"] == 29

@@ -414,6 +414,7 @@ def train_writer(cfg: WriterTrainConfig, out: str | Path, *, resume: bool = True
         trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
         train_s = time.perf_counter() - t1
         trainer.save_model(str(out / "adapter"))
+        (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody needs to load
     finally:
         reader_llm.close()
         torch.set_num_threads(threads)
