@@ -77,7 +77,7 @@ def test_side_by_side_for_the_demo(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_readers_run_concurrently_against_a_server(llm_server, tmp_path):
+def test_readers_run_concurrently_against_a_server(llm_server, tmp_path):  # noqa: F811 (the fixture)
     """The real Session against llama.cpp's OpenAI-compatible server, 3 readers at once."""
     from lifelong.llm import load_llm
 

@@ -402,3 +402,113 @@ def test_one_token_at_any_offset_is_bit_for_bit_the_plain_step(tmp_path):
             got = S.restore_pending(state, got)
             assert torch.equal(got_logits, want_logits)
             _assert_states_close(got, want, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_short_pieces_take_the_whole_batch_bit_for_bit(dtype):
+    """ConvSiluNorm's batched path for short pieces (serving) is exactly its per-row loop."""
+    from lifelong.neural.memory.fused import _SHORT, ConvSiluNorm
+
+    torch.manual_seed(0)
+    B, H, d, K = 7, 4, 16, 4
+    for T in (1, 3, _SHORT):
+        for norm_values in (False, True):
+            cache = torch.randn(B, K - 1, 3 * H * d, dtype=dtype)
+            raw = torch.randn(B, T, 3 * H * d, dtype=dtype)
+            w = torch.randn(3 * H * d, K, dtype=dtype)
+            whole = ConvSiluNorm.apply(cache, raw, w, H, norm_values)
+            for i in range(B):  # a batch of one takes the per-row loop
+                alone = ConvSiluNorm.apply(cache[i : i + 1], raw[i : i + 1], w, H, norm_values)
+                for a, b in zip(whole, alone):
+                    assert torch.equal(a[i : i + 1], b), (T, norm_values, i)
+
+
+def test_state_bytes_are_what_safetensors_reads_and_rows_restack_without_a_copy():
+    from safetensors.torch import load, save
+
+    tensors = {"a": torch.randn(2, 3, dtype=torch.float64), "b": torch.arange(5), "c": torch.zeros(1, 0, 4),
+               "d": torch.randn(3).to(torch.bfloat16), "e": torch.tensor([True, False]),
+               "f": torch.randn(4, 6)[:, 1:3]}  # not contiguous
+    meta = {"k": "v", "structure": "[1, 2]"}
+    mine, theirs = load(S.safetensors_bytes(tensors, meta)), load(save({k: v.contiguous() for k, v in tensors.items()}))
+    assert mine.keys() == theirs.keys() == tensors.keys()
+    for k in tensors:
+        assert mine[k].dtype == tensors[k].dtype and torch.equal(mine[k], theirs[k]), k
+    assert S._metadata(S.safetensors_bytes(tensors, meta)) == meta
+    # rows split as views of one batch, all back together in order: the batch itself
+    ck_model = torch.randn(4, 3, 5)
+    state = [{"w": ck_model, "x": ck_model * 2}]
+    rows = S.split(state, 4, copy=False)
+    again = S.stack(rows)
+    assert again[0]["w"] is ck_model
+    shuffled = S.stack([rows[i] for i in (1, 0, 2, 3)])  # another order: a real copy
+    assert torch.equal(shuffled[0]["w"], ck_model[[1, 0, 2, 3]])
+    assert torch.equal(S.stack(rows[:3])[0]["x"], (ck_model * 2)[:3])
+    compacted = S.compact(rows[2])
+    assert compacted[0]["w"].untyped_storage().nbytes() == 3 * 5 * 4
+    assert torch.equal(compacted[0]["w"], ck_model[2:3])
+
+
+@pytest.mark.slow
+def test_soak_with_random_kills_loses_no_acknowledged_write(tmp_path):
+    """A bounded soak: random appends and generates on 4 sessions while the server is killed
+    (SIGKILL) and restarted; every acknowledged write is there and every state is its own."""
+    from lifelong.serve.memory.soak import soak
+
+    ck = tiny_checkpoint(tmp_path, "lmm")
+    r = soak(str(ck), f"sqlite:///{tmp_path / 's.db'}", seconds=10, sessions=4, kill_every=(1.0, 2.5),
+             seed=3, workdir=str(tmp_path / "w"))
+    assert r.kills >= 1 and r.requests_acked >= 20, r
+    assert r.ok, r.events
+    assert r.acked_writes_lost == 0 and r.state_mismatches == 0 and r.version_errors == 0
+
+
+@pytest.mark.slow
+def test_two_server_processes_share_one_postgres_store(tmp_path, postgres_server):
+    """Two real server processes on one PostgreSQL store, one session written through both at
+    once: every acknowledged append has its own version, a write based on a version the other
+    server has since replaced is refused (409), and the stored state is the replay of the
+    acknowledged appends in version order (no lost update)."""
+    ck = tiny_checkpoint(tmp_path, "lmm")
+    url = postgres_server.new_database()
+    ports = [free_port(), free_port()]
+    procs = [_start_subprocess(ck, url, p) for p in ports]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=30) as c:
+            assert c.post("/v1/sessions", json={"id": "shared"}).status_code == 201
+        acked: dict[int, list[int]] = {}
+        refused = [0]
+
+        def writer(k: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports[k % 2]}", timeout=30) as ci:
+                for j in range(12):
+                    toks = [(k * 40 + j) % 250 + 1] * (1 + (j + k) % 5)
+                    r = ci.post("/v1/sessions/shared/append", json={"tokens": toks})
+                    if r.status_code == 200:
+                        v = r.json()["version"]
+                        assert v not in acked, (v, "two acknowledged writes got one version")
+                        acked[v] = toks
+                    else:
+                        assert r.status_code == 409, r.text
+                        assert "changed" in r.json()["error"]["message"]
+                        refused[0] += 1
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            list(pool.map(writer, range(4)))
+        with httpx.Client(base_url=f"http://127.0.0.1:{ports[1]}", timeout=30) as c:
+            info = c.get("/v1/sessions/shared").json()
+            blob = c.get("/v1/sessions/shared/state").content
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
+    versions = sorted(acked)
+    assert versions == list(range(2, 2 + len(acked))), versions  # 1 = create; no gap, no repeat
+    assert info["version"] == versions[-1]
+    assert info["tokens"] == sum(len(t) for t in acked.values())
+    assert refused[0] > 0  # the servers did race: stale writes were refused, not applied
+    _, ref_state, ref_logits = _reference(ck, torch.float64, [acked[v] for v in versions], 0)
+    model, _ = load_checkpoint(ck)
+    state, logits, _ = S.decode(blob, model.fingerprint())
+    _assert_states_close(state, ref_state, 1e-12)
+    torch.testing.assert_close(logits, ref_logits.double(), atol=1e-12, rtol=0)

@@ -26,6 +26,13 @@ class LoadResult:
     p99_ms: float
     rows_per_forward: float
     errors: int
+    # the server's own account of the run (seconds, from /metrics): its engine busy in
+    # steps, of which in the model's forwards and in committing finished requests
+    engine_s: float = 0.0
+    model_s: float = 0.0
+    commit_s: float = 0.0
+    forwards: int = 0
+    steps: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,12 +57,17 @@ async def _run(url: str, sessions: int, requests: int, prompt_tokens: int, new_t
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=sessions + 4, max_keepalive_connections=sessions + 4)
     rng = random.Random(seed)
     run_id = f"load{seed}-{int(time.time() * 1000) % 10**9}"
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as c:
+    # one client (one connection) per session, as separate users have: a single client's
+    # pool of many connections spends time quadratic in them assigning requests, and at
+    # 64 sessions the load generator, not the server, set the pace
+    clients = [httpx.AsyncClient(base_url=url, headers=headers, timeout=600,
+                                 limits=httpx.Limits(max_connections=1)) for _ in range(sessions)]
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as c:
         ids = [f"{run_id}-{sessions}-{i}" for i in range(sessions)]
-        await asyncio.gather(*(c.post("/v1/sessions", json={"id": s}) for s in ids))
+        own = dict(zip(ids, clients))
+        await asyncio.gather(*(own[s].post("/v1/sessions", json={"id": s}) for s in ids))
         before = _metrics((await c.get("/metrics")).text)
         lat: list[float] = []
         errors = [0]
@@ -65,7 +77,7 @@ async def _run(url: str, sessions: int, requests: int, prompt_tokens: int, new_t
                 prompt = [rng.randrange(1, vocab) for _ in range(prompt_tokens)]
                 t0 = time.perf_counter()
                 try:
-                    r = await c.post(f"/v1/sessions/{sid}/generate",
+                    r = await own[sid].post(f"/v1/sessions/{sid}/generate",
                                      json={"tokens": prompt, "max_tokens": new_tokens, "stop_at_eos": False})
                 except httpx.HTTPError:  # counted, not fatal: the run goes on
                     errors[0] += 1
@@ -78,12 +90,19 @@ async def _run(url: str, sessions: int, requests: int, prompt_tokens: int, new_t
         await asyncio.gather(*(one(s) for s in ids))
         dt = time.perf_counter() - t0
         after = _metrics((await c.get("/metrics")).text)
-        await asyncio.gather(*(c.delete(f"/v1/sessions/{s}") for s in ids))
+        await asyncio.gather(*(own[s].delete(f"/v1/sessions/{s}") for s in ids))
+        await asyncio.gather(*(cl.aclose() for cl in clients))
     fw = after.get("lifelong_serve_forwards", 0) - before.get("lifelong_serve_forwards", 0)
     rows = after.get("lifelong_serve_rows", 0) - before.get("lifelong_serve_rows", 0)
     n = sessions * requests
+
+    def delta(name: str) -> float:
+        return after.get(f"lifelong_serve_{name}", 0.0) - before.get(f"lifelong_serve_{name}", 0.0)
+
     return LoadResult(sessions, n, dt, n * new_tokens / dt, n * (new_tokens + prompt_tokens) / dt,
-                      1000 * _pct(lat, 0.5), 1000 * _pct(lat, 0.99), rows / fw if fw else 0.0, errors[0])
+                      1000 * _pct(lat, 0.5), 1000 * _pct(lat, 0.99), rows / fw if fw else 0.0, errors[0],
+                      delta("seconds_step"), delta("seconds_model"), delta("seconds_commit"), int(fw),
+                      int(delta("steps")))
 
 
 def load_test(url: str, sessions: list[int], *, requests: int = 4, prompt_tokens: int = 16,

@@ -877,11 +877,14 @@ def bench_serve_cmd(
     if not counts or min(counts) < 1:
         raise ConfigError(f"bad --sessions {sessions!r}", hint="e.g. 1,8,64")
     print(f"{'sessions':>8} {'requests':>8} {'gen tok/s':>10} {'written/s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6}", flush=True)
+          f"{'p99 ms':>8} {'rows/fwd':>8} {'errors':>6} {'busy %':>6} {'model %':>7} {'commit %':>8}",
+          flush=True)
 
     def show(r) -> None:
         print(f"{r.sessions:>8} {r.requests:>8} {r.tokens_per_s:>10.1f} {r.written_per_s:>10.1f} "
-              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6}", flush=True)
+              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rows_per_forward:>8.2f} {r.errors:>6} "
+              f"{100 * r.engine_s / r.seconds:>6.1f} {100 * r.model_s / r.seconds:>7.1f} "
+              f"{100 * r.commit_s / r.seconds:>8.1f}", flush=True)
 
     results = load_test(url, counts, requests=requests, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                         token=os.environ.get("LIFELONG_SERVE_TOKEN"), vocab=vocab, on_result=show)
@@ -889,3 +892,62 @@ def bench_serve_cmd(
         from lifelong.atomic import atomic_write_text
 
         atomic_write_text(out, json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+
+
+@bench_app.command("serve-soak")
+def bench_serve_soak_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="The checkpoint to serve (as for lifelong serve).")],
+    store: Annotated[str, typer.Option("--store", help="sqlite (a fresh file), postgres (a temporary "
+                                       "server) or a store URL.")] = "sqlite",
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0, help="How long to drive the server.")] = 120.0,
+    sessions: Annotated[int, typer.Option("--sessions", min=1, max=512, help="Sessions, one client each.")] = 16,
+    kill_min: Annotated[float, typer.Option("--kill-min", min=0.1, help="Shortest time between kills (s).")] = 2.0,
+    kill_max: Annotated[float, typer.Option("--kill-max", min=0.1, help="Longest time between kills (s).")] = 8.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dtype: Annotated[str, typer.Option("--dtype", help="The server's dtype (the replay uses it too).")] = "float64",
+    out: Annotated[str | None, typer.Option("--out", help="Write the result as JSON here.")] = None,
+) -> None:
+    """Kill `lifelong serve` (SIGKILL) at random moments under random writes; count acknowledged
+    writes lost and sessions whose state is not the replay of their own writes (both must be 0)."""
+    import tempfile
+
+    from lifelong.serve.memory.soak import soak
+
+    if kill_max < kill_min:
+        raise ConfigError("--kill-max is below --kill-min", hint="e.g. --kill-min 2 --kill-max 8")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"unknown dtype {dtype!r}", hint="float64 (exact replay) or float32")
+    if not Path(checkpoint).exists():
+        raise ConfigError(f"no checkpoint at {checkpoint}", hint="pass a lifelong train checkpoint")
+    pg = None
+    work = tempfile.mkdtemp(prefix="lifelong-soak-")
+    if store == "sqlite":
+        url = f"sqlite:///{Path(work) / 'sessions.db'}"
+    elif store == "postgres":
+        from lifelong.context.store.temp_postgres import TempPostgres
+
+        pg = TempPostgres(fsync=True)  # the server is killed, not PostgreSQL
+        pg.start()
+        url = pg.new_database()
+    else:
+        url = store
+    try:
+        r = soak(checkpoint, url, seconds=seconds, sessions=sessions, kill_every=(kill_min, kill_max), seed=seed,
+                 dtype=dtype, workdir=work, progress=lambda m: err_console.print(f"[dim]{escape(m)}[/]"))
+    finally:
+        if pg is not None:
+            pg.stop()
+    for line in r.events:
+        err_console.print(escape(line))
+    print(f"store={r.store} seconds={r.seconds} sessions={r.sessions} kills={r.kills} "
+          f"requests_acked={r.requests_acked} tokens_acked={r.tokens_acked} refused={r.requests_refused} "
+          f"cut_off_applied={r.cut_off_applied} cut_off_dropped={r.cut_off_dropped}")
+    print(f"acked_writes_lost={r.acked_writes_lost} version_errors={r.version_errors} "
+          f"state_mismatches={r.state_mismatches} generation_mismatches={r.generation_mismatches} "
+          f"max_state_diff={r.max_state_diff:.3g}")
+    if out:
+        from lifelong.atomic import atomic_write_text
+
+        atomic_write_text(out, json.dumps(r.as_dict(), indent=2) + "\n")
+    if not r.ok:
+        raise typer.Exit(1)

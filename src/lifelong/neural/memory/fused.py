@@ -178,6 +178,23 @@ def _conv_forward(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
             out[:m].addcmul_(cache[j : j + m], taps[j])
 
 
+# pieces of at most this many tokens take the whole batch in each step (see ConvSiluNorm)
+_SHORT = 32
+
+
+def _conv_forward_batch(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
+    """``_conv_forward`` for a batch of sequences at once: cache ∈ [B, K − 1, C],
+    x, out ∈ [B, T, C]; the same products and sums, element by element."""
+    K, T = taps.shape[0], x.shape[1]
+    torch.mul(x, taps[K - 1], out=out)
+    for j in range(K - 1):
+        s, m = K - 1 - j, min(K - 1 - j, T)
+        if T > s:
+            out[:, s:].addcmul_(x[:, : T - s], taps[j])
+        if m:
+            out[:, :m].addcmul_(cache[:, j : j + m], taps[j])
+
+
 def _conv_backward(
     cache: Tensor, x: Tensor, taps: Tensor, g: Tensor,
     grad_cache: Tensor | None, grad_x: Tensor | None, grad_taps: Tensor | None,
@@ -230,16 +247,30 @@ class ConvSiluNorm(torch.autograd.Function):
         outs = [raw.new_empty(B, heads, T, d) for _ in range(3)]
         n_norm = 3 if norm_values else 2  # q, k (and v)
         norms = [raw.new_empty(B, heads, T, 1) for _ in range(n_norm)]
-        for i in range(B):
-            _conv_forward(cache[i], raw[i], taps, mixed[i])
-            parts = mixed[i].view(T, 3, heads, d)
+        if B > 1 and T <= _SHORT:
+            # many short sequences (serving: one token or a chunk's piece per session): the
+            # same steps over the whole batch at once; a loop over rows would cost a Python
+            # round per row for a few elements of work each
+            _conv_forward_batch(cache, raw, taps, mixed)
+            parts = mixed.view(B, T, 3, heads, d)
             for c in range(3):
-                out = outs[c][i]  # [H, T, d]
-                torch.ops.aten.silu.out(parts[:, c], out=out.transpose(0, 1))
-                if c < n_norm:  # q, k (, v): ℓ2-normalized over the head's features
-                    norm = norms[c][i]
+                out = outs[c]  # [B, H, T, d]
+                torch.ops.aten.silu.out(parts[:, :, c], out=out.transpose(1, 2))
+                if c < n_norm:
+                    norm = norms[c]
                     torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
                     out.div_(norm.clamp_min_(1e-12))
+        else:
+            for i in range(B):
+                _conv_forward(cache[i], raw[i], taps, mixed[i])
+                parts = mixed[i].view(T, 3, heads, d)
+                for c in range(3):
+                    out = outs[c][i]  # [H, T, d]
+                    torch.ops.aten.silu.out(parts[:, c], out=out.transpose(0, 1))
+                    if c < n_norm:  # q, k (, v): ℓ2-normalized over the head's features
+                        norm = norms[c][i]
+                        torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
+                        out.div_(norm.clamp_min_(1e-12))
         ctx.save_for_backward(cache, raw, taps, mixed, *outs[:n_norm], *norms)
         ctx.n_norm = n_norm
         ctx.heads = heads

@@ -169,7 +169,7 @@ def build_app(engine: Engine, *, model_name: str = "lifelong", tokenizer: Any = 
         lines = []
         for k, v in engine.stats().items():
             lines.append(f"# TYPE lifelong_serve_{k} {'gauge' if k in ('sessions_loaded', 'state_bytes_loaded', 'jobs_queued') else 'counter'}")
-            lines.append(f"lifelong_serve_{k} {v:g}")
+            lines.append(f"lifelong_serve_{k} {v:.6g}")
         return PlainTextResponse("\n".join(lines) + "\n")
 
     @app.get("/v1/models")

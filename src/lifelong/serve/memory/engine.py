@@ -89,6 +89,10 @@ class Entry:
     jobs: deque = field(default_factory=deque)
     last_used: float = 0.0
     nbytes: int = 0
+    # signatures of ``state`` (False: as it is; True: with pending tokens set aside), each
+    # with the state object it was computed for: a step's rows share their batch's
+    sigs: dict = field(default_factory=dict)
+    committing: bool = False  # its head job's state is being written; the job waits for that
 
 
 def model_period(config: Any) -> int:
@@ -119,12 +123,22 @@ class Engine:
         self.period = self.config.period or model_period(model.config)
         self.device = next(model.parameters()).device
         self._entries: dict[tuple[str, str], Entry] = {}
+        self._current: dict[tuple[str, str], int | None] = {}
+        # sessions with a job to work on (head job not waiting for its commit), in arrival order:
+        # a step looks at these only, however many sessions are loaded
+        self._active: dict[tuple[str, str], Entry] = {}
+        self._commits: deque = deque()  # finished jobs for the committer: (entry, job)
+        self._commit_cond = threading.Condition()
+        self._last_evict = 0.0
         self._cond = threading.Condition()
         self._stop = False
         self.metrics: dict[str, float] = dict.fromkeys(
             ("requests", "requests_failed", "forwards", "rows", "tokens_in", "tokens_generated",
-             "reloads", "evictions", "conflicts", "store_writes"), 0)
+             "reloads", "evictions", "conflicts", "store_writes", "steps",
+             "seconds_step", "seconds_model", "seconds_commit"), 0)
         self._thread = threading.Thread(target=self._run, name="lifelong-serve-engine", daemon=True)
+        self._committer = threading.Thread(target=self._run_commits, name="lifelong-serve-commit", daemon=True)
+        self._committer.start()
         self._thread.start()
 
     # --- the outside ------------------------------------------------------------------
@@ -149,6 +163,8 @@ class Engine:
             if entry is None:
                 entry = self._entries[key] = Entry(job.tenant, job.sid)
             entry.jobs.append(job)
+            if not entry.committing:
+                self._active[key] = entry
             self.metrics["requests"] += 1
             self._cond.notify()
         return job.future
@@ -161,6 +177,9 @@ class Engine:
             self._stop = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        with self._commit_cond:  # the committer writes what is queued, then stops
+            self._commit_cond.notify()
+        self._committer.join(timeout=30)
 
     def stats(self) -> dict[str, float]:
         with self._cond:
@@ -176,16 +195,16 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and not any(e.jobs for e in self._entries.values()):
+                while not self._stop and not self._active:
                     self._cond.wait()
                 if self._stop:
                     for e in self._entries.values():
-                        for j in e.jobs:
+                        for j in list(e.jobs)[1 if e.committing else 0:]:
                             if not j.future.done():
                                 j.future.set_exception(LifelongError("the server shut down",
                                                                      hint="send the request again"))
                     return
-                heads = [e for e in self._entries.values() if e.jobs]
+                heads = list(self._active.values())
                 if self.config.schedule == "waves" and any(
                         e.jobs[0].started and e.jobs[0].kind in FORWARD_KINDS for e in heads):
                     # a wave is in flight: new requests that need the model start with the next
@@ -194,6 +213,8 @@ class Engine:
                 self._step(heads)
             except Exception as exc:  # a bug: fail the jobs in flight, keep serving the rest
                 for e in heads:
+                    if e.committing:
+                        continue
                     if e.jobs and not e.jobs[0].future.done():
                         self._finish(e, exc)
                     e.loaded = False
@@ -201,8 +222,14 @@ class Engine:
     def _finish(self, e: Entry, result: Any) -> None:
         with self._cond:
             job = e.jobs.popleft()
+            key = (e.tenant, e.sid)
             if job.ephemeral:
-                self._entries.pop((e.tenant, e.sid), None)
+                self._entries.pop(key, None)
+            if e.jobs and not e.committing:
+                self._active[key] = e
+                self._cond.notify()
+            else:
+                self._active.pop(key, None)
         if isinstance(result, BaseException):
             self.metrics["requests_failed"] += 1
             job.future.set_exception(result)
@@ -211,11 +238,16 @@ class Engine:
 
     def _load(self, e: Entry) -> None:
         """Make ``e`` hold the store's current state of its session (NotFound if none)."""
-        row = self.store.get(e.tenant, e.sid, with_state=False)
-        if row is None:
+        key = (e.tenant, e.sid)
+        if key in self._current:  # read for the whole step at once (``_read_versions``)
+            current = self._current[key]
+        else:
+            row = self.store.get(e.tenant, e.sid, with_state=False)
+            current = None if row is None else row.version
+        if current is None:
             e.loaded, e.state, e.logits = False, None, None
             raise NotFoundError(f"no session {e.sid!r}", hint="create it first (POST /v1/sessions)")
-        if e.loaded and e.version == row.version:
+        if e.loaded and e.version == current:
             return
         row = self.store.get(e.tenant, e.sid)
         if row is None:
@@ -311,7 +343,27 @@ class Engine:
             last = last.masked_fill(last < kth, float("-inf"))
         return int(torch.multinomial(last.softmax(-1), 1, generator=job.generator))
 
+    def _read_versions(self, heads: list[Entry]) -> None:
+        """The store's current version of every session whose job starts this step, in one
+        query per tenant (a server sharing the store may have written them)."""
+        self._current = {}
+        want: dict[str, list[str]] = {}
+        for e in heads:
+            job = e.jobs[0]
+            if not job.started and not job.ephemeral and job.kind in ("info", "snapshot", "fork", *FORWARD_KINDS):
+                want.setdefault(e.tenant, []).append(e.sid)
+        for tenant, ids in want.items():
+            try:
+                for lo in range(0, len(ids), 500):
+                    part = ids[lo : lo + 500]
+                    found = self.store.versions(tenant, part)
+                    self._current.update({(tenant, i): found.get(i) for i in part})
+            except LifelongError:
+                pass  # each job reads its own version, and meets the error there
+
     def _step(self, heads: list[Entry]) -> None:
+        t0 = time.perf_counter()
+        self._read_versions(heads)
         pieces: list[tuple[Entry, Job, list[int]]] = []
         for e in heads:
             job = e.jobs[0]
@@ -337,11 +389,13 @@ class Engine:
             if not self.config.batching:
                 key: Any = (id(e),)
             elif len(item[2]) == 1 and e.state is not None and S.one_token_any_offset(e.state):
-                key = ("any-offset", S.signature(S.strip_pending(e.state)))
+                key = ("any-offset", self._signature(e, True))
             else:
-                key = (None if e.state is None else S.signature(e.state), len(item[2]))
+                key = (None if e.state is None else self._signature(e, False), len(item[2]))
             groups.setdefault(key, []).append(item)
         failed: set[int] = set()
+        if groups:
+            self.metrics["steps"] += 1
         for key, items in groups.items():
             strip = key[0] == "any-offset"
             for lo in range(0, len(items), self.config.max_batch):
@@ -364,8 +418,18 @@ class Engine:
         # jobs with nothing left to feed are done: commit their states, then answer
         done = [(e, j) for e, j, _ in pieces if id(e) not in failed and not j.tokens and j.max_new <= 0]
         if done:
-            self._commit(done)
+            self._hand_over(done)
         self._evict()
+        self.metrics["seconds_step"] += time.perf_counter() - t0
+
+    @staticmethod
+    def _signature(e: Entry, stripped: bool) -> Any:
+        known = e.sigs.get(stripped)
+        if known is not None and known[0] is e.state:
+            return known[1]
+        sig = S.signature(S.strip_pending(e.state) if stripped else e.state)
+        e.sigs[stripped] = (e.state, sig)
+        return sig
 
     @torch.no_grad()
     def _forward(self, items: list[tuple[Entry, Job, list[int]]], strip: bool = False) -> None:
@@ -375,13 +439,22 @@ class Engine:
         olds = [e.state for e, _, _ in items]
         ins = [S.strip_pending(s) for s in olds] if strip else olds
         state = None if ins[0] is None else (ins[0] if len(items) == 1 else S.stack(ins))
+        t0 = time.perf_counter()
         logits, new = self.model(ids, state)
-        rows = [new] if len(items) == 1 else S.split(new, len(items))
+        self.metrics["seconds_model"] += time.perf_counter() - t0
+        # rows are views into the batch's tensors while their jobs run (the next step stacks
+        # them again); a finished job's state is compacted before it is kept (``_commit``)
+        rows = [new] if len(items) == 1 else S.split(new, len(items), copy=False)
         if strip:
             rows = [S.restore_pending(o, r) for o, r in zip(olds, rows)]
+        # every row has its batch's signature (it leaves out the batch axis); with pending
+        # tokens set aside, so do the rows of a step at any offset
+        known = (True, S.signature(ins[0])) if strip else (False, S.signature(new))
         now = time.monotonic()
-        for (e, job, piece), row, lg in zip(items, rows, logits[:, -1]):
-            e.state, e.logits = row, lg.detach().clone()
+        last = logits[:, -1].detach().clone()
+        for (e, job, piece), row, lg in zip(items, rows, last.unbind(0) if len(items) > 1 else [last[0]]):
+            e.state, e.logits = row, lg
+            e.sigs = {known[0]: (row, known[1])}
             e.tokens += len(piece)
             e.last_used = now
             if job.kind == "append" or len(job.out) == 0 or piece != job.out[-1:]:
@@ -391,8 +464,51 @@ class Engine:
         self.metrics["forwards"] += 1
         self.metrics["rows"] += len(items)
 
-    def _commit(self, done: list[tuple[Entry, Job]]) -> None:
-        stored = [(e, j) for e, j in done if not j.ephemeral]
+    def _hand_over(self, done: list[tuple[Entry, Job]]) -> None:
+        """Finished jobs: ephemeral ones are answered now; the others go to the committer,
+        their sessions out of the steps until their states are in the store (group commit:
+        one transaction for all that finished meanwhile, while the next steps run)."""
+        stored = []
+        for e, job in done:
+            e.state = S.compact(e.state)  # its own tensors, not views into the step's batch
+            if e.logits is not None and e.logits.untyped_storage().nbytes() > e.logits.nbytes:
+                e.logits = e.logits.clone()
+            if job.ephemeral:
+                self._finish(e, self._result(e, job))
+            else:
+                stored.append((e, job))
+        if not stored:
+            return
+        with self._cond:
+            for e, _ in stored:
+                e.committing = True
+                self._active.pop((e.tenant, e.sid), None)
+        with self._commit_cond:
+            self._commits.extend(stored)
+            self._commit_cond.notify()
+
+    def _run_commits(self) -> None:
+        while True:
+            with self._commit_cond:
+                while not self._commits and not self._stop:
+                    self._commit_cond.wait()
+                if not self._commits:
+                    return
+                batch = list(self._commits)
+                self._commits.clear()
+            t0 = time.perf_counter()
+            try:
+                self._commit(batch)
+            except Exception as exc:  # a bug: fail these jobs, keep serving
+                for e, _ in batch:
+                    if e.committing:
+                        with self._cond:
+                            e.committing, e.loaded = False, False
+                            self._finish(e, exc)
+            self.metrics["seconds_commit"] += time.perf_counter() - t0
+
+    def _commit(self, stored: list[tuple[Entry, Job]]) -> None:
+        """Write the states of finished jobs in one transaction, then answer each."""
         results: list[Any] = []
         if stored:
             try:
@@ -402,24 +518,26 @@ class Engine:
                 results = [exc] * len(stored)
             self.metrics["store_writes"] += 1
         for (e, job), res in zip(stored, results):
-            e.nbytes = S.nbytes(e.state)
-            if isinstance(res, BaseException):
-                e.loaded = False  # what we hold is not what the store holds: read it again next time
-                if isinstance(res, Conflict):
-                    self.metrics["conflicts"] += 1
-                self._finish(e, res)
-            else:
-                e.version = res
-                self._finish(e, self._result(e, job))
-        for e, job in done:
-            if job.ephemeral:
-                self._finish(e, self._result(e, job))
+            with self._cond:  # one hold: the session rejoins the steps with this job gone
+                e.nbytes = S.nbytes(e.state)
+                e.committing = False
+                if isinstance(res, BaseException):
+                    e.loaded = False  # what we hold is not what the store holds: read it again next time
+                    if isinstance(res, Conflict):
+                        self.metrics["conflicts"] += 1
+                else:
+                    e.version = res
+                self._finish(e, res if isinstance(res, BaseException) else self._result(e, job))
 
     @staticmethod
     def _result(e: Entry, job: Job) -> dict[str, Any]:
         return {"id": e.sid, "version": e.version, "tokens": e.tokens, "generated": list(job.out)}
 
     def _evict(self) -> None:
+        now = time.monotonic()
+        if len(self._entries) > 256 and now - self._last_evict < 0.05:
+            return  # a scan over every loaded session: with many, a few times a second is enough
+        self._last_evict = now
         with self._cond:
             loaded = [e for e in self._entries.values() if e.loaded]
             total = sum(e.nbytes for e in loaded)
@@ -430,7 +548,7 @@ class Engine:
                     total -= e.nbytes
                     e.state, e.logits, e.loaded, e.nbytes = None, None, False, 0
                     self.metrics["evictions"] += 1
-            for key in [k for k, e in self._entries.items() if not e.loaded and not e.jobs]:
+            for key in [k for k, e in self._entries.items() if not e.loaded and not e.jobs and not e.committing]:
                 del self._entries[key]
 
 

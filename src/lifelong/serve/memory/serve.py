@@ -63,6 +63,8 @@ def build(config: ServeConfig) -> tuple[Any, Any, str]:
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ConfigError("the checkpoint's tokenizer is larger than its vocabulary",
                           hint="the checkpoint is inconsistent; serve another")
+    with torch.no_grad():  # the first forward of a process loads the native kernels: before serving
+        model(torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device), None)
     store = SessionStore(config.store, model.fingerprint())
     engine = Engine(model, store, EngineConfig(
         max_batch=config.max_batch, memory_budget_bytes=int(config.memory_budget_mb * (1 << 20)),

@@ -15,6 +15,7 @@ JSON metadata: nothing in a stored state can run code, and a damaged blob is a
 
 from __future__ import annotations
 
+import copy as _copy
 import dataclasses
 import json
 from typing import Any
@@ -63,7 +64,7 @@ def stack(states: list[Any]) -> Any:
     """One batched state from states of equal signature (rows in order)."""
     first = states[0]
     if isinstance(first, Tensor):
-        return torch.cat(states, dim=0)
+        return _whole(states) if first._base is not None else torch.cat(states, dim=0)
     if isinstance(first, list):
         return [stack([s[i] for s in states]) for i in range(len(first))]
     if isinstance(first, tuple):
@@ -79,23 +80,85 @@ def stack(states: list[Any]) -> Any:
     return first  # plain values: equal by signature
 
 
-def split(state: Any, n: int) -> list[Any]:
-    """The ``n`` rows of a batched state, each a batch of one (copied: no row pins the batch)."""
-    return [_row(state, i) for i in range(n)]
+def _whole(rows: list[Tensor]) -> Tensor:
+    """``torch.cat(rows)``; when the rows are the rows of one tensor, in order (``split``'s
+    views of the last step's batch, all still together), that tensor itself, uncopied."""
+    base = rows[0]._base
+    n = len(rows)
+    if base is None or base.shape[0] != n or base.shape[1:] != rows[0].shape[1:] or base.dim() == 0:
+        return torch.cat(rows, dim=0)
+    step, start, strides = base.stride(0), base.storage_offset(), base.stride()
+    for i, t in enumerate(rows):
+        if t._base is not base or t.storage_offset() != start + i * step or t.stride() != strides \
+                or t.shape[0] != 1:
+            return torch.cat(rows, dim=0)
+    return base
 
 
-def _row(obj: Any, i: int) -> Any:
+def split(state: Any, n: int, *, copy: bool = True) -> list[Any]:
+    """The ``n`` rows of a batched state, each a batch of one. ``copy``: each row's tensors
+    are its own (no row pins the batch); else they are views into the batch's tensors
+    (``compact`` them before a row outlives its batch's other rows)."""
+    row = _splitter(state, n, copy)
+    return [row(i) for i in range(n)]
+
+
+def _splitter(obj: Any, n: int, copy: bool):
+    """A function ``i -> row i of obj``: the tensors are cut once, the nesting rebuilt per row
+    (plain data, such as a ``MemoryState``'s config, is shared by the rows)."""
     if isinstance(obj, Tensor):
-        return obj[i : i + 1].clone()
-    if isinstance(obj, list):
-        return [_row(v, i) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_row(v, i) for v in obj)
+        parts = obj.split(1)
+        if copy:
+            parts = [p.clone() for p in parts]
+        return parts.__getitem__
+    if isinstance(obj, (list, tuple)):
+        fs = [_splitter(v, n, copy) for v in obj]
+        kind = type(obj)
+        return lambda i: kind(f(i) for f in fs)
     if isinstance(obj, dict):
-        return {k: _row(v, i) for k, v in obj.items()}
+        if not _has_tensor(obj):
+            return lambda i: obj
+        fd = {k: _splitter(v, n, copy) for k, v in obj.items()}
+        return lambda i: {k: f(i) for k, f in fd.items()}
     if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{f: _row(getattr(obj, f), i) for f in _fields(obj)})
-    return obj
+        fd = {f: _splitter(getattr(obj, f), n, copy) for f in _fields(obj)}
+
+        def build(i: int) -> Any:
+            new = _copy.copy(obj)  # no __init__: the fields are set below, row by row
+            new.__dict__.update({k: f(i) for k, f in fd.items()})
+            return new
+
+        return build
+    return lambda i: obj
+
+
+def _has_tensor(obj: Any) -> bool:
+    if isinstance(obj, Tensor):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_has_tensor(v) for v in obj)
+    if isinstance(obj, dict):
+        return any(_has_tensor(v) for v in obj.values())
+    return dataclasses.is_dataclass(obj)
+
+
+def compact(obj: Any) -> Any:
+    """``obj`` with every tensor that is a view into a larger one copied out (so that it no
+    longer keeps the larger one alive); tensors that own their storage are kept as they are."""
+    def walk(o: Any) -> Any:
+        if isinstance(o, Tensor):
+            return o.clone() if o.untyped_storage().nbytes() > o.numel() * o.element_size() else o
+        if isinstance(o, (list, tuple)):
+            return type(o)(walk(v) for v in o)
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()} if _has_tensor(o) else o
+        if dataclasses.is_dataclass(o):
+            new = _copy.copy(o)
+            new.__dict__.update({f: walk(getattr(o, f)) for f in _fields(o)})
+            return new
+        return o
+
+    return walk(obj)
 
 
 def nbytes(obj: Any) -> int:
@@ -125,7 +188,7 @@ def nbytes(obj: Any) -> int:
 def _flatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
     if isinstance(obj, Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous().clone()
+        tensors[key] = obj.detach()  # encode copies the bytes out
         return {"t": key}
     if isinstance(obj, list):
         return {"l": [_flatten(v, tensors) for v in obj]}
@@ -171,15 +234,40 @@ def _unflatten(node: Any, tensors: dict[str, Tensor], known: dict[str, type], de
 
 def encode(state: Any, logits: Tensor | None, tokens: int, fingerprint: str) -> bytes:
     """A session's state, the logits of its last token and its token count, as safetensors bytes."""
-    from safetensors.torch import save
-
     tensors: dict[str, Tensor] = {}
     structure = _flatten(state, tensors)
     if logits is not None:
-        tensors["logits"] = logits.detach().cpu().contiguous().clone()
+        tensors["logits"] = logits.detach().cpu().contiguous()
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fingerprint,
             "tokens": str(int(tokens)), "structure": json.dumps(structure)}
-    return save(tensors, metadata=meta)
+    return safetensors_bytes(tensors, meta)
+
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+           torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors serialization of ``tensors`` (the format's layout: an 8-byte little-endian
+    header length, the JSON header, then each tensor's bytes, back to back, in the header's
+    order), written directly: ``safetensors.torch.save`` spends a millisecond in per-tensor
+    checks on a state of a few dozen small tensors, which a server pays on every request.
+    ``safetensors.torch.load`` reads it (and a test holds it to ``save``'s output)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise StateError(f"cannot store a {t.dtype} tensor", hint="this is a bug")
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-aligned
+    return b"".join([len(head).to_bytes(8, "little"), head, *chunks])
 
 
 def decode(blob: bytes, fingerprint: str) -> tuple[Any, Tensor | None, int]:

@@ -54,6 +54,9 @@ class SessionStore:
         self.url = url
         self.fingerprint = fingerprint
         self._lock = threading.RLock()
+        # reads go through a second connection with its own lock: they see committed rows
+        # and need not wait while a commit (and its fsync) is under way on the first
+        self._rlock = threading.Lock()
         if url.startswith(("postgresql://", "postgres://")):
             try:
                 import psycopg
@@ -65,6 +68,7 @@ class SessionStore:
             self._integrity: type[BaseException] = psycopg.errors.UniqueViolation
             try:
                 self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                self.rconn = psycopg.connect(url, autocommit=True, connect_timeout=10)
             except (psycopg.Error, ValueError) as exc:
                 raise StoreError(f"cannot connect to {redact_url(url)}: {redact(str(exc))}".strip(),
                                  hint="check the URL and that the server is running") from exc
@@ -83,6 +87,8 @@ class SessionStore:
                                             check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = FULL")
+                self.rconn = sqlite3.connect(str(Path(path).expanduser()), timeout=30, isolation_level=None,
+                                             check_same_thread=False)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the SQLite store {path}: {exc}",
                                  hint="check the path and its permissions") from exc
@@ -105,17 +111,27 @@ class SessionStore:
                 raise StoreError(f"the session store failed: {redact(str(exc))}",
                                  hint="check that the store is reachable; nothing was written") from exc
 
+    def _read(self, sql: str, params: tuple = ()) -> list:
+        with self._rlock:
+            try:
+                return self.rconn.execute(self._sql(sql), params).fetchall()
+            except self._errors as exc:
+                raise StoreError(f"the session store failed: {redact(str(exc))}",
+                                 hint="check that the store is reachable") from exc
+
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self.conn.close()
+            self.rconn.close()
 
     # --- reads ------------------------------------------------------------------------
 
     def get(self, tenant: str, sid: str, *, with_state: bool = True) -> SessionRow | None:
         cols = "version, tokens, updated" + (", state" if with_state else "")
-        r = self._exec(f"SELECT {cols} FROM {TABLE} WHERE tenant = ? AND id = ?", (tenant, sid)).fetchone()
-        if r is None:
+        rows = self._read(f"SELECT {cols} FROM {TABLE} WHERE tenant = ? AND id = ?", (tenant, sid))
+        if not rows:
             return None
+        r = rows[0]
         return SessionRow(tenant, sid, int(r[0]), int(r[1]), float(r[2]),
                           bytes(r[3]) if with_state else None)
 
@@ -124,13 +140,13 @@ class SessionStore:
         if not ids:
             return {}
         marks = ", ".join("?" for _ in ids)
-        rows = self._exec(f"SELECT id, version FROM {TABLE} WHERE tenant = ? AND id IN ({marks})",
-                          (tenant, *ids)).fetchall()
+        rows = self._read(f"SELECT id, version FROM {TABLE} WHERE tenant = ? AND id IN ({marks})",
+                          (tenant, *ids))
         return {str(r[0]): int(r[1]) for r in rows}
 
     def list(self, tenant: str) -> list[SessionRow]:
-        rows = self._exec(f"SELECT id, version, tokens, updated FROM {TABLE} WHERE tenant = ? ORDER BY id",
-                          (tenant,)).fetchall()
+        rows = self._read(f"SELECT id, version, tokens, updated FROM {TABLE} WHERE tenant = ? ORDER BY id",
+                          (tenant,))
         return [SessionRow(tenant, str(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in rows]
 
     # --- writes -----------------------------------------------------------------------
