@@ -7,11 +7,12 @@
 #
 #   sh configs/bench/run_recipe.sh                  # all models
 #   KINDS="lmm mal" sh configs/bench/run_recipe.sh  # a subset
+#   KINDS="ttt_dynamic_eval hope hope_attention" sh configs/bench/run_recipe.sh  # the rest
 #   python configs/bench/summarize_recipe.py        # the table
 #
 # A model that fails is reported and the others go on.
 set -u
-KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal"}
+KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal ttt"}
 OUT=${OUT:-bench-results/recipe}
 N=${N:-100}
 LENGTHS=${LENGTHS:-64,128,256,512,1024}

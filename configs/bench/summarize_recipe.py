@@ -17,7 +17,8 @@ import math
 import sys
 from pathlib import Path
 
-KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention"]
+KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "ttt", "ttt_dynamic_eval", "hope",
+         "hope_attention"]
 
 
 def training(run: Path) -> tuple[float | None, float | None]:

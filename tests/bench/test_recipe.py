@@ -16,7 +16,9 @@ import pytest
 from lifelong.train.config import load_config
 
 BENCH = Path(__file__).resolve().parents[2] / "configs" / "bench"
-KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention"]
+KINDS = ["transformer", "swa", "deltanet", "lmm", "mac", "mag", "mal", "hope", "hope_attention", "ttt"]
+# the same kind with another option: the paper's ablations
+VARIANTS = {"ttt_dynamic_eval": ("ttt", {"ttt_mode": "dynamic_eval"})}
 
 
 def _module(name: str):
@@ -28,14 +30,19 @@ def _module(name: str):
 
 def test_every_recipe_model_gets_the_same_task_sizes_and_training() -> None:
     configs = {p.stem: load_config(p) for p in sorted((BENCH / "recipe").glob("*.toml"))}
-    assert sorted(configs) == sorted(KINDS)
+    assert sorted(configs) == sorted(KINDS + list(VARIANTS))
     ref = configs["transformer"]
     assert ref.task.options == {"vocab_size": 64, "num_kv_pairs": 4, "power_a": 1.0,
                                 "random_non_queries": False}
     assert (ref.train.steps, ref.train.batch_size, ref.train.seq_len, ref.train.lr) == (1000, 32, 64, 3e-3)
     shared = ("vocab_size", "dim", "n_layers", "n_heads", "window", "segment_len", "memory_chunk")
     for kind, cfg in configs.items():
-        assert cfg.model.kind == kind
+        base, options = VARIANTS.get(kind, (kind, {}))
+        assert cfg.model.kind == base
+        if base == "ttt":  # one learning block of two, 4 inner steps per window
+            want = {"ttt_mini_batch": 8, "ttt_mode": "e2e", "ttt_lr": 1.0, "ttt_clip": 1.0, **options}
+            assert {k: getattr(cfg.model, k) for k in want} == want, kind
+            assert cfg.model.ttt_suffix == 1
         assert cfg.task == ref.task, kind
         assert cfg.train.out_dir == f"runs/bench/recipe/{kind}"
         assert replace(cfg.train, out_dir="") == replace(ref.train, out_dir=""), kind
@@ -47,12 +54,12 @@ def test_every_recipe_model_gets_the_same_task_sizes_and_training() -> None:
 @pytest.mark.parametrize("size", ["tiny", "large"])
 def test_the_gpu_script_writes_configs_that_load(size: str, tmp_path: Path) -> None:
     gpu = _module("run_recipe_gpu")
-    for kind in gpu.KINDS:
+    for kind in gpu.KINDS + list(VARIANTS):
         cfg = gpu.config_for(kind, gpu.SIZES[size], tmp_path)
         path = tmp_path / f"{kind}.yaml"
         path.write_text(json.dumps(cfg))
         loaded = load_config(path)
-        assert loaded.model.kind == kind and loaded.train.out_dir == str(tmp_path / "runs" / kind)
+        assert loaded.model.kind == VARIANTS.get(kind, (kind,))[0] and loaded.train.out_dir == str(tmp_path / "runs" / kind)
         if size == "large":
             assert loaded.train.seq_len == 256 and loaded.task.options["num_kv_pairs"] == 16
             assert loaded.model.vocab_size == loaded.task.options["vocab_size"] == 256

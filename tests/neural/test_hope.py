@@ -207,14 +207,38 @@ def test_selfmod_agrees_with_the_peer_nested_learning_where_semantics_agree() ->
         assert r["max_abs_diff_output"] < 1e-12 and r["max_abs_diff_memories"] < 1e-12, r
 
 
-def test_the_cms_sweep_configs_are_written_by_make_py_and_matched_in_size() -> None:
+def test_the_cms_sweep_configs_are_the_recipe_with_levels_matched_in_size() -> None:
+    import dataclasses
+    import importlib.util
     from pathlib import Path
 
     from lifelong.neural.lm import check_matched, param_counts
     from lifelong.train.config import load_config
 
-    folder = Path(__file__).resolve().parents[2] / "configs" / "bench" / "cms_sweep"
+    root = Path(__file__).resolve().parents[2] / "configs" / "bench"
+    folder = root / "cms_sweep"
     configs = {p.stem: load_config(p) for p in sorted(folder.glob("*.toml"))}
-    assert sorted(configs) == sorted(f"L{n}-C{c}" for n in (1, 2, 3, 4) for c in (64, 256))
-    assert {tuple(c.model.cms_chunks) for c in configs.values()} >= {(64,), (32, 64), (128, 256), (32, 64, 128, 256)}
+    assert sorted(configs) == sorted(f"L{n}-C{c}" for n in (1, 2, 3, 4) for c in (16, 32))
+    # make.py writes exactly these files
+    spec = importlib.util.spec_from_file_location("cms_sweep_make", folder / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    base = (root / "recipe" / "hope_attention.toml").read_text()
+    hidden = make.widths(base)
+    for n in (1, 2, 3, 4):
+        for slow in (16, 32):
+            assert (folder / f"L{n}-C{slow}.toml").read_text() == make.config_text(base, n, slow, hidden[n])
+    # periods halve from the slowest, and every level writes within a training sequence
+    # (its first write needs C + 1 tokens)
+    recipe = load_config(root / "recipe" / "hope_attention.toml")
+    for name, c in configs.items():
+        n, slow = int(name[1]), int(name.split("C")[1])
+        assert c.model.cms_chunks == [slow // 2 ** (n - 1 - i) for i in range(n)]
+        assert max(c.model.cms_chunks) + 1 <= c.train.seq_len
+        # the recipe's sizes, data, steps and learning rate; only the levels differ
+        assert dataclasses.replace(c.model, cms_chunks=recipe.model.cms_chunks, mlp_hidden=None) == recipe.model
+        assert c.task == recipe.task
+        assert dataclasses.replace(c.train, out_dir=recipe.train.out_dir) == recipe.train
+    # L1-C16 is the recipe's model; the others have about its parameter count
+    assert configs["L1-C16"].model.cms_chunks == [16] and configs["L1-C16"].model.mlp_hidden == 168
     check_matched(param_counts({k: c.model for k, c in configs.items()}), tolerance=0.05)

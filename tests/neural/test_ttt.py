@@ -140,6 +140,21 @@ def test_forward_matches_the_literal_reference(clip: float) -> None:
     assert state.blocks[-1][-1].updates.tolist() == [4, 4]
 
 
+def test_no_prediction_sees_a_later_token() -> None:
+    # a mini-batch is learned from only once the token after it is read: changing token t
+    # (on a mini-batch edge and inside one) leaves every earlier prediction as it was
+    model = model_for(cfg()).eval()
+    ids = torch.randint(0, 23, (1, 16), generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        base, _ = model(ids)
+        for t in (3, 6, 7, 10):
+            other = ids.clone()
+            other[0, t] = (other[0, t] + 1) % 23
+            changed, _ = model(other)
+            torch.testing.assert_close(changed[:, :t], base[:, :t], rtol=0, atol=0)
+            assert (changed[:, t] - base[:, t]).abs().max() > 1e-6
+
+
 def test_inner_loop_changes_predictions_beyond_the_first_mini_batch() -> None:
     model = model_for(cfg())
     ids = torch.randint(0, 23, (1, 14), generator=torch.Generator().manual_seed(1))
@@ -198,8 +213,8 @@ def test_first_order_gradients_would_differ() -> None:
 
     real = ttt_mod.inner_update
 
-    def first_order(states, loss, lr, clip, create, keep):
-        return real(states, loss, lr, clip, create=False, keep=True)
+    def first_order(states, factors, lr, clip):  # the inner gradients taken as constants
+        return real(states, [[(lf.detach(), rf.detach()) for lf, rf in f] for f in factors], lr, clip)
 
     ttt_mod.inner_update = first_order
     try:
@@ -208,6 +223,86 @@ def test_first_order_gradients_would_differ() -> None:
     finally:
         ttt_mod.inner_update = real
     assert (model.blocks[2].mlp.gate0.grad - exact).abs().max() > 1e-6
+
+
+# --------------------------------------------------------------------------- the closed-form inner gradient
+
+
+def test_closed_form_inner_gradient_matches_autograd_with_second_order() -> None:
+    # one dynamic MLP, batched per sequence; ℓ is nonlinear in y so that dy depends on W
+    from lifelong.neural.layers.cms import gated_mlp
+    from lifelong.neural.layers.ttt import factor_sq_norm, grad_factors
+
+    g = torch.Generator().manual_seed(11)
+    B, b, d, hid = 3, 4, 5, 7
+    z = torch.randn(B, b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    ws = [torch.randn(B, *shape, generator=g, dtype=torch.float64).mul_(0.7).requires_grad_(True)
+          for shape in ((d, hid), (d, hid), (hid, d))]
+    r = torch.randn(B, b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    a, u = z @ ws[0], z @ ws[1]
+    s = F.silu(a) * u
+    y = s @ ws[2]
+    torch.testing.assert_close(y, gated_mlp(z, tuple(ws), "silu"), rtol=0, atol=0)
+    loss = (y * r).sum() + 0.5 * (y * y).sum()
+    expected = torch.autograd.grad(loss, ws, create_graph=True)
+    (dy,) = torch.autograd.grad(loss, y, create_graph=True)
+    factors = grad_factors(z, a, u, s, ws[2], dy)
+    got = [lf.transpose(1, 2) @ rf for lf, rf in factors]
+    for e, gg in zip(expected, got):
+        torch.testing.assert_close(gg, e, rtol=1e-12, atol=1e-12)
+    # ‖∇W‖² per sequence from the b × b Grams
+    for (lf, rf), e in zip(factors, expected):
+        torch.testing.assert_close(factor_sq_norm(lf, rf), e.pow(2).flatten(1).sum(1), rtol=1e-12, atol=1e-12)
+    # second order: a scalar of the gradients, differentiated to z, W and r both ways
+    cs = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
+    inputs = [z, *ws, r]
+    want = torch.autograd.grad(sum((e * c).sum() for e, c in zip(expected, cs)), inputs, retain_graph=True)
+    have = torch.autograd.grad(sum((x * c).sum() for x, c in zip(got, cs)), inputs)
+    for w_, h_ in zip(want, have):
+        torch.testing.assert_close(h_, w_, rtol=1e-11, atol=1e-12)
+
+
+def test_inner_loop_runs_with_frozen_parameters() -> None:
+    # inference with every parameter frozen: the inner gradient still has a graph to follow
+    model = model_for(cfg()).eval()
+    ids = torch.randint(0, 23, (2, 14), generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        want, _ = model(ids)
+    model.requires_grad_(False)
+    with torch.no_grad():
+        got, _ = model(ids)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_inner_update_clips_each_sequence_over_all_blocks() -> None:
+    from lifelong.neural.layers.ttt import TTTState, inner_update
+
+    g = torch.Generator().manual_seed(12)
+    B, b, d, hid = 2, 3, 4, 6
+    shapes = ((d, hid), (d, hid), (hid, d))
+    states, factors = [], []
+    for _ in range(2):  # two learning blocks
+        ws = tuple(torch.randn(B, *sh, generator=g, dtype=torch.float64) for sh in shapes)
+        states.append(TTTState(weights=ws, updates=torch.zeros(B, dtype=torch.long)))
+        fs = tuple((torch.randn(B, b, sh[0], generator=g, dtype=torch.float64),
+                    torch.randn(B, b, sh[1], generator=g, dtype=torch.float64)) for sh in shapes)
+        factors.append(fs)
+    with torch.no_grad():  # sequence 1's gradient tiny: the clip acts on sequence 0 alone
+        for fs in factors:
+            for _, rf in fs:
+                rf[1] *= 1e-3
+    grads = [[lf.transpose(1, 2) @ rf for lf, rf in fs] for fs in factors]
+    norm = torch.sqrt(sum(gr.pow(2).flatten(1).sum(1) for gs in grads for gr in gs))
+    clip, lr = 1.5, 0.3
+    assert norm[0] > clip > norm[1]
+    scale = torch.clamp(clip / norm, max=1.0)[:, None, None]
+    new = inner_update(states, factors, lr, clip)
+    for st, n, gs in zip(states, new, grads):
+        for w, w_new, gr in zip(st.weights, n.weights, gs):
+            torch.testing.assert_close(w_new, w - lr * scale * gr, rtol=1e-12, atol=1e-12)
+        assert n.updates.tolist() == [1, 1]
+    unclipped = inner_update(states, factors, lr, 0.0)
+    torch.testing.assert_close(unclipped[0].weights[2], states[0].weights[2] - lr * grads[0][2], rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- streaming and states

@@ -40,6 +40,10 @@ def eval_cmd(
         None, "--note-budget", min=1,
         help="token budget of the notes block (default: the model's context window − task reserve)"),
     concurrency: int = typer.Option(1, min=1, help="readers at once (server backends only)"),
+    writer: str | None = typer.Option(
+        None, "--writer",
+        help="model spec of the writer, if not --model (e.g. a trained writer: 'hf:local?adapter=PATH'); "
+             "readers use --model"),
 ) -> None:
     """Run the protocol; print a summary table, write plots and report.html into OUT.
 
@@ -67,8 +71,10 @@ def eval_cmd(
     task_suite = load_suite(suite, seed)
     console = Console()
     llm = load_llm(model)
+    writer_llm = None
     summaries = []
     try:
+        writer_llm = load_llm(writer) if writer else None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             for strat in strategies:
@@ -76,10 +82,13 @@ def eval_cmd(
                 result = Protocol(
                     llm, task_suite, strat, config, out,
                     progress=lambda done, total, bar=bar: progress.update(bar, completed=done, total=total),
+                    writer_llm=writer_llm,
                 ).run()
                 summaries.append(summarize(result.records))
     finally:
         llm.close()
+        if writer_llm is not None:
+            writer_llm.close()
     report = write_report([out], out)
     console.print(summary_table(summaries, width=console.width))
     console.print(escape(f"report: {report['html']}"), highlight=False)
@@ -88,6 +97,37 @@ def eval_cmd(
     else:
         for s in summaries:
             print(f"{s['strategy']}: {final_line(s)}")
+
+
+@learn_app.command("train-writer")
+def train_writer_cmd(
+    config: Path = typer.Argument(..., help="TOML config (see configs/learn/)"),
+    out: Path = typer.Option(Path("writer-out"), help="output folder (re-running resumes from its last checkpoint)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start again instead of resuming"),
+    steps: int | None = typer.Option(None, min=1, help="override [grpo] steps (e.g. to extend a finished run)"),
+) -> None:
+    """Train the memory writer with GRPO on the protocol's reward (a LoRA adapter on an hf: model).
+
+    Writes OUT/adapter (use it as --writer 'hf:local?adapter=OUT/adapter' in
+    `lifelong learn eval`), OUT/checkpoints, OUT/rewards.jsonl (every completion,
+    every reward term), OUT/curve.json and OUT/reward.png. The last line is
+    "reward first=… last=… adapter=…".
+    """
+    import dataclasses
+
+    from rich.console import Console
+
+    from lifelong.train.writer import load_config, train_writer
+
+    cfg = load_config(config)
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    console = Console(stderr=True)
+    summary = train_writer(cfg, out, resume=not fresh, progress=lambda m: console.print(escape(m), highlight=False))
+    first, last = summary["first"] or {}, summary["last"] or {}
+    console.print(escape(f"reward curve: {out / 'reward.png'}"), highlight=False)
+    print(f"reward first={first.get('reward')} last={last.get('reward')} states={summary['states']} "
+          f"train_s={summary['train_s']} adapter={summary['adapter']}")
 
 
 @learn_app.command("report")

@@ -427,27 +427,12 @@ class Session:
 
     # -- 4. reflection -----------------------------------------------------------
     def _reflect(self, task: Task, outcome: Outcome) -> None:
-        sid = outcome.session_id
         result = _result_line(outcome)
         if self.notes is not None and self.config.note_ops:
             self._step("reflecting: a note")
-            examples = "\n\n".join(REFLECTION_EXAMPLES)
-            lines = [REFLECTION_INSTRUCTIONS, "", "Examples from other tasks, only to show the format:", "",
-                     examples, "", "Your task.", self.notes.render().strip() or None,
-                     f"Task: {_one_line(task.prompt, 400)}",
-                     f"Answer given: {_one_line(outcome.answer, 400) or '(none)'}",
-                     f"Result: {result}", "Note:"]
-            prompt = "\n".join(x for x in lines if x is not None)  # "" is a blank line
-            c = self._complete(prompt, max_tokens=self.config.reflection_max_tokens, stop=["\n"])
-            written = c.text.strip()
-            outcome.transcript.append({"role": "reflection", "content": written})
-            try:
-                note_id = self._apply_note(written, task, sid, outcome)
-            except Exception as exc:  # a bug: the note is lost, not the session
-                self._bugs.append(f"note {written[:80]!r} raised {exc!r}")
-                note_id = None
-            if note_id is not None:
-                outcome.notes_written.append(note_id)
+            c = self._complete(self.note_prompt(task, outcome), max_tokens=self.config.reflection_max_tokens,
+                               stop=["\n"])
+            self.apply_note(c.text, task, outcome)
         if self.docs is not None:
             self._step("reflecting: documentation")
             prompt = "\n".join([
@@ -468,6 +453,35 @@ class Session:
                 path = None
             if path:
                 outcome.docs_written.append(path)
+
+    def note_prompt(self, task: Task, outcome: Outcome) -> str:
+        """The reflection prompt for the note, after ``task`` was worked on with this
+        ``outcome``: instructions, the format examples, the current notes block (with
+        ids, so an ``EDIT``/``DELETE`` can name one), the task, the answer and the result.
+        This is what a writer model continues after "Note:"."""
+        examples = "\n\n".join(REFLECTION_EXAMPLES)
+        lines = [REFLECTION_INSTRUCTIONS, "", "Examples from other tasks, only to show the format:", "",
+                 examples, "", "Your task.", self.notes.render().strip() or None,
+                 f"Task: {_one_line(task.prompt, 400)}",
+                 f"Answer given: {_one_line(outcome.answer, 400) or '(none)'}",
+                 f"Result: {_result_line(outcome)}", "Note:"]
+        return "\n".join(x for x in lines if x is not None)  # "" is a blank line
+
+    def apply_note(self, written: str, task: Task, outcome: Outcome) -> int | None:
+        """Carry out a reflection's note line (the model's continuation of
+        :meth:`note_prompt`, first line only): add, ``EDIT``, ``DELETE`` or ``NONE``,
+        with every check a session makes. Records it in the transcript and
+        ``notes_written``; returns the note id touched, or None."""
+        written = _first_line(written)
+        outcome.transcript.append({"role": "reflection", "content": written})
+        try:
+            note_id = self._apply_note(written, task, outcome.session_id, outcome)
+        except Exception as exc:  # a bug: the note is lost, not the session
+            self._bugs.append(f"note {written[:80]!r} raised {exc!r}")
+            note_id = None
+        if note_id is not None:
+            outcome.notes_written.append(note_id)
+        return note_id
 
     def _seen(self, task: Task, outcome: Outcome) -> list[str]:
         """Everything the session showed the model: what a note may state."""

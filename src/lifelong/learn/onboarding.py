@@ -140,3 +140,63 @@ class OnboardingFamily:
             max_attempts=2,
             metadata={"fact": fact.key, "answer": fact.answer, "statement": fact.statement},
         )
+
+
+@dataclass
+class DriftingOnboarding(OnboardingFamily):
+    """An ``onboarding`` world where conventions change mid-run: from episode
+    ``change_at`` on, ``changes`` of its conventions hold a new value (a new
+    reply language, a new owner, a new prefix). A note written before the
+    change is now wrong and costs every reader that trusts it; an ``EDIT`` or
+    ``DELETE`` of it is what earns the reward back. The feedback after a wrong
+    answer states the new convention ("… now …").
+
+    ``at(episode)`` is the world as it stands in that episode; the protocol
+    asks it for every writer task (so readers of that episode see it too).
+    """
+
+    change_at: int = 10
+    changes: int = 1
+    name: str = "onboarding-drift"
+    changed: list[Convention] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rng = random.Random(f"onboarding-drift:{self.world_seed}")
+        picks = rng.sample(range(len(self.conventions)), min(self.changes, len(self.conventions)))
+        changed = list(self.conventions)
+        for i in picks:
+            changed[i] = _changed(self.conventions[i], self.org, rng)
+        self.changed = changed
+
+    def at(self, episode: int) -> OnboardingFamily:
+        """The world in ``episode``: a plain family holding the conventions then in force."""
+        import copy
+
+        now = copy.copy(self)
+        now.conventions = self.changed if episode >= self.change_at else list(self.conventions)
+        return now
+
+
+def _changed(fact: Convention, org: str, rng: random.Random) -> Convention:
+    """``fact`` with a new value, stated as a change."""
+    if fact.key == "reply-language":
+        new = rng.choice([x for x in LANGUAGES if x != fact.answer])
+        statement = f"At {org}, replies to customers are now written in {new}."
+        return Convention(fact.key, statement, fact.question, new, (), fact.scenes, fact.topic)
+    if fact.key.startswith("owner-"):
+        service = fact.key.removeprefix("owner-")
+        old_last = fact.answer.split()[-1]
+        first, last = rng.choice(FIRST), rng.choice([x for x in LAST if x != old_last])
+        statement = f"At {org}, the {service} service is now owned by {first} {last}."
+        return Convention(fact.key, statement, fact.question, f"{first} {last}", (last,), fact.scenes, fact.topic)
+    if fact.key.startswith("prefix-"):
+        team = fact.key.removeprefix("prefix-")
+        while (new := "".join(rng.choice(_LETTERS) for _ in range(3))) == fact.answer:
+            pass
+        statement = f"At {org}, tickets for the {team} team now use the prefix {new}."
+        return Convention(fact.key, statement, fact.question, new, (), fact.scenes, fact.topic)
+    # the reports folder: a new folder
+    new = fact.answer.rstrip("/") + "-new"
+    statement = fact.statement.replace(fact.answer, new).replace(" are saved", " are now saved")
+    return Convention(fact.key, statement, fact.question, new, (), fact.scenes, fact.topic)

@@ -126,8 +126,15 @@ def derive_seed(*parts: object) -> int:
 
 def writer_task(suite: Suite, seed: int, episode: int) -> tuple[TaskFamily, Task]:
     rng = random.Random(f"{seed}:{episode}:writer")
-    family = rng.choice(suite.families)
+    family = family_at(rng.choice(suite.families), episode)
     return family, family.sample(rng)
+
+
+def family_at(family: TaskFamily, episode: int) -> TaskFamily:
+    """The family as it stands in ``episode``: a world that changes mid-run
+    (``DriftingOnboarding``) has an ``at(episode)``; others are the same throughout."""
+    at = getattr(family, "at", None)
+    return at(episode) if callable(at) else family
 
 
 def reader_task(suite: Suite, config: ProtocolConfig, episode: int, index: int,
@@ -262,8 +269,11 @@ class Protocol:
 
     def __init__(self, llm: Any, suite: Suite, strategy: Strategy, config: ProtocolConfig,
                  out: str | Path, *, session_factory: SessionFactory | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None, writer_llm: Any | None = None) -> None:
         self.llm = llm
+        # The writer may be another model than the readers (a trained writer, say);
+        # readers, and the token counts of the memory, use ``llm``.
+        self.writer_llm = writer_llm if writer_llm is not None else llm
         self.suite = suite
         self.strategy = strategy
         if config.note_budget_tokens is None:  # resolved now, so the run's log records the number
@@ -285,6 +295,9 @@ class Protocol:
             "suite": self.suite.name,
             "model": str(getattr(self.llm, "name", "") or ""),
             **{k: getattr(self.config, k) for k in _RUN_KEYS},
+            # only when it differs, so logs of runs with one model still resume
+            **({"writer": str(getattr(self.writer_llm, "name", "") or "")} if self.writer_llm is not self.llm
+               else {}),
         }
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -300,7 +313,7 @@ class Protocol:
         if old:
             if old[0].get("type") != "run":
                 raise ConfigError(f"{self.log_path} is not a run log", hint="use a new --out folder")
-            differs = [k for k in header if k != "type" and old[0].get(k) != header[k]]
+            differs = [k for k in sorted((set(header) | set(old[0])) - {"type"}) if old[0].get(k) != header.get(k)]
             if differs:
                 raise ConfigError(
                     f"{self.log_path} holds a run with other settings ({', '.join(differs)})",
@@ -386,17 +399,18 @@ class Protocol:
         notes, docs = self.memory.open()
         try:
             return self._call(role, episode, index, relation, task, notes, docs,
-                              self._options(role, episode, index, transcript), note_tokens, doc_tokens)
+                              self._options(role, episode, index, transcript), note_tokens, doc_tokens,
+                              llm=self.writer_llm if role == "writer" else self.llm)
         finally:
             self.memory.close()
 
     def _call(self, role: str, episode: int, index: int, relation: str | None, task: Task,
               notes: Any, docs: Any, options: dict[str, Any], note_tokens: int,
-              doc_tokens: int) -> dict[str, Any]:
+              doc_tokens: int, llm: Any | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         outcome, error = None, None
         try:
-            outcome = self.session_factory(self.llm, notes, docs, options).run(task)
+            outcome = self.session_factory(llm if llm is not None else self.llm, notes, docs, options).run(task)
         except LifelongError as exc:
             # One broken task fails its session, not the run.
             error = f"task {task.id}: {type(exc).__name__}: {exc.message}"

@@ -3,8 +3,10 @@
 A ``Suite`` holds one or more ``TaskFamily`` (each a world with its own hidden
 knowledge) and a dissimilar pool. The writer's task comes from one family;
 "similar" reader tasks come from that same family, "dissimilar" ones from the
-pool. Built-in suites: ``onboarding``, ``procedure`` and ``mixed`` (both, so a
-note from one world is a distraction in the other). Add your own with
+pool. Built-in suites: ``onboarding``, ``procedure``, ``mixed`` (both, so a
+note from one world is a distraction in the other) and ``onboarding-drift``
+(an onboarding world one of whose conventions changes at episode 10, so
+notes go stale mid-run). Add your own with
 ``register_suite(name, factory)`` or a JSONL file (see docs/tasks-format.md).
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from lifelong.errors import ConfigError, ValidationError
 from lifelong.learn.dissimilar import DissimilarPool
-from lifelong.learn.onboarding import OnboardingFamily
+from lifelong.learn.onboarding import DriftingOnboarding, OnboardingFamily
 from lifelong.learn.procedure import ProcedureFamily
 from lifelong.task import (
     Checker,
@@ -42,6 +44,7 @@ class Suite:
 
 
 SuiteFactory = Callable[[int], Suite]
+DRIFT_AT = 10  # the episode from which ``onboarding-drift`` worlds have changed
 _SUITES: dict[str, SuiteFactory] = {}
 
 
@@ -68,6 +71,10 @@ def load_suite(name_or_path: str, seed: int = 0) -> Suite:
 
 register_suite("onboarding", lambda seed: Suite("onboarding", [OnboardingFamily(world_seed=seed)]))
 register_suite("procedure", lambda seed: Suite("procedure", [ProcedureFamily(world_seed=seed)]))
+register_suite(
+    "onboarding-drift",
+    lambda seed: Suite("onboarding-drift", [DriftingOnboarding(world_seed=seed, change_at=DRIFT_AT)]),
+)
 register_suite(
     "mixed",
     lambda seed: Suite("mixed", [OnboardingFamily(world_seed=seed), ProcedureFamily(world_seed=seed)]),

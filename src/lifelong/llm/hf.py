@@ -61,6 +61,20 @@ def _convert_gguf(gguf: Path) -> Path:
     return target
 
 
+def model_folder(path: str) -> Path:
+    """The transformers folder of ``path`` (``local``: the embedded model; a ``.gguf`` is
+    converted once and cached; a folder is itself)."""
+    if path == "local":
+        from lifelong.llm.model_files import default_model_path
+
+        src = default_model_path()
+    else:
+        src = Path(path).expanduser()
+    if not src.exists():
+        raise ModelError(f"model not found: {src}", hint="give a Hugging Face model folder or a .gguf file")
+    return _convert_gguf(src) if src.suffix == ".gguf" else src
+
+
 class _StopOnText:
     """Stop once the decoded continuation contains a stop string. (transformers'
     own ``stop_strings`` needs a byte-level BPE vocabulary; this works with any.)"""

@@ -137,9 +137,12 @@ class CMSConfig:
 def gated_mlp(x: Tensor, w: tuple[Tensor, Tensor, Tensor], activation: str) -> Tensor:
     """One level: (act(x W_gate) ⊙ x W_up) W_down with per-sequence weights ``[B, in, out]``."""
     gate, up, down = w
-    a = x @ gate
+    # per-sequence weights: torch.bmm straight away (``@`` adds expand / reshape / view steps,
+    # and as many autograd nodes, around the same bmm); shared [in, out] weights: ``@``
+    mm = torch.bmm if x.dim() == 3 and gate.dim() == 3 else torch.matmul
+    a = mm(x, gate)
     a = F.silu(a) if activation == "silu" else F.gelu(a, approximate="tanh")
-    return (a * (x @ up)) @ down
+    return mm(a * mm(x, up), down)
 
 
 def rms_norm(x: Tensor, gain: Tensor, eps: float) -> Tensor:
@@ -312,10 +315,17 @@ class ContinuumMemory(nn.Module):
         weights, acc = list(state.weights), list(state.grads)
         inits, init_acc = list(state.inits), list(state.init_grads)
         written = torch.zeros(c.levels, dtype=torch.long, device=pos.device)
+        p_start = p0 - n_tokens
+
+        def add(sums: tuple[Tensor, ...], chunk: int, new: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            # a sum whose chunk starts at this step is still zero (it was reset at the last
+            # boundary): it becomes the step's gradient as is, with no addition
+            return tuple(new) if p_start % chunk == 0 else tuple(a + gi for a, gi in zip(sums, new))
+
         for i in range(c.levels):
-            acc[i] = tuple(a + gi for a, gi in zip(acc[i], g[i]))
+            acc[i] = add(acc[i], c.chunk_sizes[i], g[i])
             if c.variant == "nested" and i >= 1:
-                init_acc[i - 1] = tuple(a + gi for a, gi in zip(init_acc[i - 1], g[i]))
+                init_acc[i - 1] = add(init_acc[i - 1], c.chunk_sizes[i - 1], g[i])
         for i in range(c.levels):
             if p0 % c.chunk_sizes[i] == 0:  # Eq. 71: one step on the chunk's summed gradients
                 weights[i] = tuple(w - lrs[i] * a for w, a in zip(weights[i], acc[i]))

@@ -139,6 +139,12 @@ def act_grad(x: Tensor, kind: str) -> Tensor:
     return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for [N, m, k] × [N, k, n]: torch.bmm straight away (``@`` on 3-D tensors adds
+    expand / reshape / view steps, and as many autograd nodes, around the same bmm)."""
+    return torch.bmm(a, b)
+
+
 def delta_rule_state(S0: Tensor, k: Tensor, v: Tensor, log_a: Tensor, beta: Tensor) -> Tensor:
     """End state of S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ over one chunk.
 
@@ -152,18 +158,18 @@ def delta_rule_state(S0: Tensor, k: Tensor, v: Tensor, log_a: Tensor, beta: Tens
     lg = log_a.cumsum(-1)
     strict = torch.ones(c, c, dtype=torch.bool, device=k.device).tril(-1)
     decay = (lg[:, :, None] - lg[:, None, :]).masked_fill(~strict, float("-inf")).exp()
-    A = beta[:, :, None] * decay * (k @ k.transpose(1, 2))
+    A = beta[:, :, None] * decay * bmm(k, k.transpose(1, 2))
     eye = torch.eye(c, dtype=k.dtype, device=k.device)
-    inv, power, P = eye - A, 2, A @ A
+    inv, power, P = eye - A, 2, bmm(A, A)
     while power < c:
-        inv = inv @ (eye + P)
-        P, power = P @ P, power * 2
-    U = inv @ (beta[..., None] * v)
-    W = inv @ ((beta * lg.exp())[..., None] * k)
-    D = U - W @ S0
+        inv = bmm(inv, eye + P)
+        P, power = bmm(P, P), power * 2
+    U = bmm(inv, beta[..., None] * v)
+    W = bmm(inv, (beta * lg.exp())[..., None] * k)
+    D = U - bmm(W, S0)
     last = lg[:, -1]
     tail = (last[:, None] - lg).exp()
-    return last.exp()[:, None, None] * S0 + (k * tail[..., None]).transpose(1, 2) @ D
+    return last.exp()[:, None, None] * S0 + bmm((k * tail[..., None]).transpose(1, 2), D)
 
 
 def memory_forward(x: Tensor, w: tuple[Tensor, ...], kind: str) -> tuple[Tensor, Tensor]:
@@ -284,70 +290,83 @@ class SelfModifyingTitans(nn.Module):
     def _flat(w: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         return tuple(t.reshape(-1, *t.shape[2:]) for t in w)
 
+    # --- the packed layout ------------------------------------------------------------------
+    # Inside ``forward`` the five memories travel packed: every first-layer matrix reads
+    # the same kind of input and, in the update, the same keys, so they sit side by side as
+    # the columns of one matrix, P = [A_k | A_v | A_mem | A_η | A_α | S_η | S_α] ([N, d, 5h+2]);
+    # one matmul then computes every memory's hidden pre-activation (and the scalar
+    # memories' skip term), and one delta-rule call writes all of them (the rule acts on
+    # each column alone, and its keys, decays and strengths are shared). The second-layer
+    # matrices B stay one per memory. The state keeps one tuple per memory.
+
+    def _pack(self, w: tuple[tuple[Tensor, ...], ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Per-memory weights (flat, [N, in, out]) → (P, (B_k, B_v, B_mem, B_η, B_α))."""
+        firsts = [w[i][0] for i in range(len(MEMORIES))]
+        skips = [w[i][2] for i in range(len(VECTOR), len(MEMORIES))]
+        return torch.cat(firsts + skips, dim=-1), tuple(w[i][1] for i in range(len(MEMORIES)))
+
+    def _unpack(self, packed: tuple[Tensor, tuple[Tensor, ...]]) -> tuple[tuple[Tensor, ...], ...]:
+        P, Bs = packed
+        h, n, nv = self.config.memory_hidden, len(MEMORIES), len(VECTOR)
+        parts = P.split([h] * n + [1] * (n - nv), dim=-1)
+        return tuple((parts[i], Bs[i]) if i < nv else (parts[i], Bs[i], parts[n + i - nv]) for i in range(n))
+
     # --- one step of the recurrence (Eq. 90) ---------------------------------------------
 
     def _step(
-        self, xh: Tensor, qh: Tensor, read: dict[str, tuple[Tensor, ...]],
-        run: dict[str, tuple[Tensor, ...]], write: bool, B: int,
-    ) -> tuple[Tensor, dict[str, tuple[Tensor, ...]]]:
+        self, xh: Tensor, qh: Tensor, read: tuple[Tensor, tuple[Tensor, ...]],
+        run: tuple[Tensor, tuple[Tensor, ...]], write: bool, B: int,
+    ) -> tuple[Tensor, tuple[Tensor, tuple[Tensor, ...]]]:
         """Read a step's tokens with the chunk-start memories; if ``write`` (a whole step),
-        run the recurrence through it. xh, qh [N=B·H, U, d]; weights [N, in, out]."""
+        run the recurrence through it. xh, qh [N=B·H, U, d]; ``read``, ``run`` packed."""
         c = self.config
-        kind = c.activation
-        k = F.normalize(memory_forward(xh, read["k"], kind)[0], dim=-1)
-        v = memory_forward(xh, read["v"], kind)[0]
-        if c.normalize_v:
-            v = F.normalize(v, dim=-1)
-        y = memory_forward(qh, read["mem"], kind)[0]
+        kind, h = c.activation, c.memory_hidden
+        P, Bs = read
+        mem = MEMORIES.index("mem")
+        y = bmm(act(bmm(qh, P[..., mem * h : (mem + 1) * h]), kind), Bs[mem]) + qh  # y = M_mem(q)
         if not write:
             return y, run
+        n, nv = len(MEMORIES), len(VECTOR)
+        H5 = n * h
+
+        # every memory on x: M_□(x) = x + σ(z_□) B_□, or x S_□ + σ(z_□) B_□, z = x A (split,
+        # not slices: one backward node for all the pieces)
+        z_x, *skip_x = bmm(xh, P).split([H5] + [1] * (n - nv), dim=-1)  # z of every memory, x·S_η, x·S_α
+        on_x = [bmm(a_i, b) + (xh if i < nv else skip_x[i - nv])
+                for i, (a_i, b) in enumerate(zip(act(z_x, kind).split(h, dim=-1), Bs))]
+        k = F.normalize(on_x[MEMORIES.index("k")], dim=-1)
+        v = on_x[MEMORIES.index("v")]
+        if c.normalize_v:
+            v = F.normalize(v, dim=-1)
         bias_eta = self.lr_bias.repeat(B)[:, None]  # [N, 1], heads vary fastest
         bias_alpha = self.retention_bias.repeat(B)[:, None]
         squash = torch.sigmoid if c.lr_activation == "sigmoid" else F.softplus
-        eta = c.max_lr * squash(memory_forward(xh, read["eta"], kind)[0][..., 0] + bias_eta)
-        alpha = torch.sigmoid(memory_forward(xh, read["alpha"], kind)[0][..., 0] + bias_alpha)
+        eta = c.max_lr * squash(on_x[MEMORIES.index("eta")][..., 0] + bias_eta)
+        alpha = torch.sigmoid(on_x[MEMORIES.index("alpha")][..., 0] + bias_alpha)
 
         # ∇L(M_□; k_t, v̂_□,t) at the chunk-start weights, for every token at once (the
         # self-generated target v̂ = M_□(v) is data for the inner gradient)
-        firsts, seconds = [], []
-        for m in MEMORIES:
-            w = read[m]
-            vhat = memory_forward(v, w, kind)[0]
-            out, z = memory_forward(k, w, kind)
-            r2 = 2 * (out - vhat)  # ∂L/∂M(k)
-            e = (r2 @ w[1].transpose(1, 2)) * act_grad(z, kind)  # ∂L/∂z, z = k A
-            seconds.append((act(z, kind), r2))  # ∇_B L = σ(z)ᵀ r2 per token
-            firsts.append(e if m in VECTOR else torch.cat([e, r2], dim=-1))  # A (and S) see k
-        new_run = dict(run)
-        # B ← α B − η ∇_B L, token by token: a decayed sum
+        # ∂L/∂M(k) = 2 (M(k) − M(v)) = 2 ((σ(z_k) − σ(z_v)) B + skip(k) − skip(v))
+        z, *skip_k = bmm(k, P).split([H5] + [1] * (n - nv), dim=-1)
+        z_v, *skip_v = bmm(v, P).split([H5] + [1] * (n - nv), dim=-1)
+        a = act(z, kind)
+        diffs = [k - v] * nv + [s_k - s_v for s_k, s_v in zip(skip_k, skip_v)]
+        r2 = [2 * (bmm(d_a, b) + d) for d_a, b, d in zip((a - act(z_v, kind)).split(h, dim=-1), Bs, diffs)]
+        # ∂L/∂z, z = k A, every memory; then the scalar memories' ∂L/∂(k S) = r2
+        e = torch.cat([bmm(r, b.transpose(1, 2)) for r, b in zip(r2, Bs)], dim=-1) * act_grad(z, kind)
+        firsts = torch.cat([e, *r2[nv:]], dim=-1)  # [N, U, 5h + 2]: what P's columns see
+        P_run, B_run = run
+        # B ← α B − η ∇_B L, token by token: a decayed sum (∇_B L = σ(z)ᵀ r2 per token)
         log_a = torch.log(alpha)  # [N, U]
         total = log_a.sum(-1)
         tail = (total[:, None] - log_a.cumsum(-1)).exp()  # Π_{s>t} α_s
-        wt = (eta * tail).unsqueeze(-1)
-        for m, (a_, r2) in zip(MEMORIES, seconds):
-            Bm = run[m][1]
-            new_B = total.exp()[:, None, None] * Bm - (a_ * wt).transpose(1, 2) @ r2
-            new_run[m] = (run[m][0], new_B, *run[m][2:])
+        aw = (a * (eta * tail).unsqueeze(-1)).transpose(1, 2).split(h, dim=1)
+        decay = total.exp()[:, None, None]
+        new_B = tuple(decay * b - bmm(w, r) for b, w, r in zip(B_run, aw, r2))
         # A (and S) ← (α I − η k kᵀ) A − η k eᵀ: a gated delta rule with decay α, strength
-        # β = η/α and values −α e (vector memories and scalar ones in two batched calls)
-        beta = eta / alpha
-        for group in (VECTOR, ("eta", "alpha")):
-            S0 = torch.cat([
-                run[m][0] if m in VECTOR else torch.cat([run[m][0], run[m][2]], dim=-1) for m in group
-            ], dim=0)
-            vals = torch.cat([firsts[MEMORIES.index(m)] for m in group], dim=0) * (-alpha.repeat(len(group), 1)[..., None])
-            kk = k.repeat(len(group), 1, 1)
-            g = log_a.repeat(len(group), 1)
-            bt = beta.repeat(len(group), 1)
-            S_end = delta_rule_state(S0, kk, vals, g, bt)
-            for j, m in enumerate(group):
-                part = S_end[j * k.shape[0] : (j + 1) * k.shape[0]]
-                if m in VECTOR:
-                    new_run[m] = (part, *new_run[m][1:])
-                else:
-                    h = c.memory_hidden
-                    new_run[m] = (part[..., :h], new_run[m][1], part[..., h:])
-        return y, new_run
+        # β = η/α and values −α e, for all five memories in one call
+        P_new = delta_rule_state(P_run, k, firsts * (-alpha[..., None]), log_a, eta / alpha)
+        return y, (P_new, new_B)
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -361,8 +380,13 @@ class SelfModifyingTitans(nn.Module):
         xc = self._convolve(xx, state.conv.to(x.dtype))
         q = F.normalize(self._heads(self.to_q(xc)), dim=-1)
         xh = self._heads(xc)
-        read = {m: self._flat(w) for m, w in zip(MEMORIES, state.read)}
-        run = {m: self._flat(w) for m, w in zip(MEMORIES, state.run)}
+        read = self._pack(tuple(self._flat(w) for w in state.read))
+        same = all(r is w for r, w in zip(state.read, state.run))  # no memory written since its read
+        run = read if same else self._pack(tuple(self._flat(w) for w in state.run))
+        h = c.memory_hidden
+        mem = MEMORIES.index("mem")
+        cols = torch.zeros(read[0].shape[-1], dtype=torch.bool, device=x.device)
+        cols[mem * h : (mem + 1) * h] = True  # P's columns that belong to M_mem
         pos = int(state.position[0])
         outs = []
         n_done = 0
@@ -378,9 +402,14 @@ class SelfModifyingTitans(nn.Module):
                 break
             pos += U
             n_done = e
-            for m in MEMORIES:  # a memory whose chunk ends here reads its new weights from now on
-                if pos % c.chunk_of(m) == 0:
-                    read[m] = run[m]
+            # a memory whose chunk ends here reads its new weights from now on
+            ends_mem, ends_other = pos % c.chunk_memory == 0, pos % c.chunk_other == 0
+            if ends_mem and ends_other:
+                read = run
+            elif ends_mem or ends_other:
+                take = cols if ends_mem else ~cols
+                read = (torch.where(take, run[0], read[0]),
+                        tuple(r if (i == mem) == ends_mem else o for i, (o, r) in enumerate(zip(read[1], run[1]))))
         if n_done:  # the convolution context as it is after the last whole step
             ctx = torch.cat([conv_cache.to(x.dtype), xx[:, :n_done]], dim=1)
             conv_cache = ctx[:, ctx.shape[1] - (K - 1):]
@@ -390,9 +419,11 @@ class SelfModifyingTitans(nn.Module):
         def unflat(w: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             return tuple(t.view(B, H, *t.shape[1:]) for t in w)
 
+        read_w = tuple(unflat(w) for w in self._unpack(read))
+        run_w = read_w if run is read else tuple(unflat(w) for w in self._unpack(run))
         new_state = SelfModState(
-            read=tuple(unflat(read[m]) for m in MEMORIES),
-            run=tuple(unflat(run[m]) for m in MEMORIES),
+            read=read_w,
+            run=run_w,
             conv=conv_cache, pending=xx[:, n_done:],
             position=torch.full_like(state.position, pos),
             fingerprint=state.fingerprint, config=state.config,

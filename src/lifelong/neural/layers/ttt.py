@@ -124,40 +124,74 @@ class TTTFeedForward(nn.Module):
         return state
 
     def forward(self, x: Tensor, state: TTTState | None = None) -> Tensor:
-        state = self.check_state(state, x)
-        x = x + gated_mlp(self.dyn_norm(x), state.weights, "silu")
-        return x + gated_mlp(self.norm(x), (self.gate, self.up, self.down), "silu")
+        return self.forward_saving(x, self.check_state(state, x))[0]
+
+    def forward_saving(self, x: Tensor, state: TTTState, track: bool = False
+                       ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The output and the dynamic MLP's activations ``(z, a, u, s, y)``: its input
+        ``z = norm'(x)``, ``a = z W_gate``, ``u = z W_up``, ``s = silu(a) ⊙ u`` and its
+        output ``y = s W_down`` (what ``grad_factors`` needs). ``track``: ``y`` is made to
+        require grad, so the inner loss can be differentiated with respect to it."""
+        gate, up, down = state.weights
+        z = self.dyn_norm(x)
+        a, u = z @ gate, z @ up
+        s = F.silu(a) * u
+        y = s @ down
+        if track and not y.requires_grad:
+            y.requires_grad_(True)
+        x = x + y
+        return x + gated_mlp(self.norm(x), (self.gate, self.up, self.down), "silu"), (z, a, u, s, y)
 
 
 # --------------------------------------------------------------------------- the inner loop
 
 
-def _handles(block_state: list, outer: bool) -> list:
-    """The block state with its dynamic weights ready for one inner gradient: as they are
-    with outer gradients (each W_{i−1} is its own tensor, used by mini-batch i alone, so
-    ∇ℓ_i reaches only that use), detached leaves in inference."""
-    st = block_state[-1]
-    ws = tuple(w if outer else w.detach().requires_grad_(True) for w in st.weights)
-    return [*block_state[:-1], replace(st, weights=ws)]
+def grad_factors(z: Tensor, a: Tensor, up: Tensor, hidden: Tensor, down: Tensor, dy: Tensor
+                 ) -> tuple[tuple[Tensor, Tensor], ...]:
+    """The inner gradient of one dynamic MLP over a mini-batch, in closed form.
+
+    Forward (per sequence, ``[B, b, ·]``): a = z W_gate, u = z W_up, s = silu(a) ⊙ u,
+    y = s W_down. Given dy = ∂ℓ/∂y (``[B, b, dim]``), the backward is
+
+        ∇W_down = sᵀ dy,   ds = dy W_downᵀ,   du = ds ⊙ silu(a),
+        da = ds ⊙ u ⊙ σ(a)(1 + a(1 − σ(a))),   ∇W_gate = zᵀ da,   ∇W_up = zᵀ du.
+
+    Each gradient is returned as its two factors ``(L, R)`` with ∇W = Lᵀ R (a sum of b
+    outer products), never as a ``[B, in, out]`` tensor: the clip norm is then taken from
+    ``[B, b, b]`` Gram matrices and the update is one ``baddbmm`` per weight. Plain
+    differentiable tensor algebra: with ``dy`` from a ``create_graph`` gradient, the
+    outer loss differentiates through it (second order)."""
+    ds = dy @ down.transpose(1, 2)
+    sig = torch.sigmoid(a)
+    du = ds * (a * sig)
+    da = ds * up * (sig * (1 + a * (1 - sig)))
+    return (z, da), (z, du), (hidden, dy)
 
 
-def inner_update(states: list[TTTState], loss: Tensor, lr: float, clip: float, create: bool,
-                 keep: bool) -> list[TTTState]:
+def factor_sq_norm(left: Tensor, right: Tensor) -> Tensor:
+    """‖Lᵀ R‖²_F per sequence ``[B]``, as Σ (L Lᵀ) ⊙ (R Rᵀ): ``[B, b, b]`` Grams instead of
+    the ``[B, in, out]`` gradient."""
+    return ((left @ left.transpose(1, 2)) * (right @ right.transpose(1, 2))).flatten(1).sum(1)
+
+
+def inner_update(states: list[TTTState], factors: list[tuple[tuple[Tensor, Tensor], ...]], lr: float,
+                 clip: float) -> list[TTTState]:
     """The inner update for every learning block at once: W − η · clip(∇ℓ(W)), with the
-    clip over one sequence's gradients of all blocks together (global norm ≤ ``clip``)."""
-    flat = [w for s in states for w in s.weights]
-    grads = torch.autograd.grad(loss, flat, create_graph=create, retain_graph=keep or create)
-    if clip > 0:
-        norm = sum(g.pow(2).flatten(1).sum(1) for g in grads).sqrt()  # [B]
-        scale = clip / torch.clamp(norm, min=clip)  # 1 below the threshold
-    else:
-        scale = torch.ones(flat[0].shape[0], dtype=flat[0].dtype, device=flat[0].device)
-    scale = (lr * scale).to(flat[0].dtype)[:, None, None]
-    out, i = [], 0
-    for s in states:
-        ws = tuple(w - scale * g for w, g in zip(s.weights, grads[i : i + 3]))
-        i += 3
-        out.append(replace(s, weights=ws, updates=s.updates + 1))
+    clip over one sequence's gradients of all blocks together (global norm ≤ ``clip``);
+    ``factors[k]`` are block k's gradient factors (``grad_factors``)."""
+    w0 = states[0].weights[0]
+    with torch.autocast(w0.device.type, enabled=False):  # the state keeps its dtype
+        fs = [[(lf.to(w0.dtype), rf.to(w0.dtype)) for lf, rf in f] for f in factors]
+        if clip > 0:
+            norm = sum(factor_sq_norm(lf, rf) for f in fs for lf, rf in f).sqrt()  # [B]
+            scale = clip / torch.clamp(norm, min=clip)  # 1 below the threshold
+        else:
+            scale = torch.ones(w0.shape[0], dtype=w0.dtype, device=w0.device)
+        step = (-lr * scale).to(w0.dtype)[:, None, None]
+        out = []
+        for s, f in zip(states, fs):
+            ws = tuple(torch.baddbmm(w, lf.transpose(1, 2), rf * step) for w, (lf, rf) in zip(s.weights, f))
+            out.append(replace(s, weights=ws, updates=s.updates + 1))
     return out
 
 
@@ -211,31 +245,40 @@ def forward(model: Any, input_ids: Tensor, state: TTTModelState | None) -> tuple
             s[-1] = blk.mlp.check_state(s[-1], ids)
             back.append(s)
 
-        def run(h: Tensor, states: list) -> tuple[Tensor, list]:
-            after = []
-            for blk, s in zip(learners, states):
-                h, s = blk(h, s)
-                after.append(s)
-            return model.head(model.norm(h)), after
+        def run(h: Tensor, states: list, track: bool) -> tuple[Tensor, list, list]:
+            after, saved = [], []
+            for blk, s in zip(learners, states):  # Block.forward, keeping the FFN's activations
+                new = []
+                for norm, mixer, st in zip(blk.mixer_norms, blk.mixers, s[:-1]):
+                    y, st = mixer(norm(h), st)
+                    h = h + y
+                    new.append(st)
+                h, acts = blk.mlp.forward_saving(h, s[-1], track)
+                after.append([*new, s[-1]])
+                saved.append(acts)
+            return model.head(model.norm(h)), after, saved
 
         outs = []
         for i in range(cut // b):
             h = h_closed[:, i * b : (i + 1) * b]
             with torch.enable_grad():
-                back = [_handles(s, outer) for s in back]
-                logits, after = run(h, back)  # mini-batch i, predicted with W_{i−1}
+                logits, after, saved = run(h, back, True)  # mini-batch i, predicted with W_{i−1}
                 flat = logits.flatten(0, 1)
                 flat = flat.float() if flat.dtype in (torch.float16, torch.bfloat16) else flat
                 targets = ids[:, i * b + 1 : (i + 1) * b + 1].flatten()
                 loss = F.cross_entropy(flat, targets, reduction="sum") / b  # Σ over sequences of ℓ_i
-                new = inner_update([s[-1] for s in after], loss, c.ttt_lr, c.ttt_clip,
-                                   create=outer, keep=outer)
+                # ∂ℓ_i/∂y for every dynamic MLP's output y (autograd through the blocks above),
+                # then each MLP's weight gradient in closed form (grad_factors)
+                dys = torch.autograd.grad(loss, [acts[-1] for acts in saved], create_graph=outer)
+                factors = [grad_factors(z, a, u, hid, st[-1].weights[2], dy)
+                           for (z, a, u, hid, _), st, dy in zip(saved, after, dys)]
+                new = inner_update([s[-1] for s in after], factors, c.ttt_lr, c.ttt_clip)
                 back = [[*s[:-1], n] for s, n in zip(after, new)]
             if not outer:
                 logits, back = logits.detach(), map_tensors(back, lambda t: t.detach())
             outs.append(logits)
         if h_open.shape[1]:
-            logits, _ = run(h_open, back)
+            logits, _, _ = run(h_open, back, False)
             outs.append(logits.detach() if not outer else logits)
     if outs:
         logits = torch.cat(outs, dim=1)[:, n_old:]
