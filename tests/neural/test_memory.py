@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from lifelong.errors import ConfigError, StateError, ValidationError
 from lifelong.neural import MemoryState, NeuralMemory, NeuralMemoryConfig
-from lifelong.neural.memory import native
-from lifelong.neural.memory.naive import naive_forward
+from lifelong.neural.memory import fused, native
+from lifelong.neural.memory.naive import naive_forward, naive_mlp, naive_project
 
 DIM = 8
 
@@ -238,6 +238,44 @@ def test_outer_gradients_match_naive_autograd(seed, loop, gates, depth, update):
     y_ref, w_ref, s_ref = naive_forward(m, x)
     loss_ref = y_ref.pow(2).sum() + sum(w.pow(2).sum() for w in w_ref) + sum(
         s.sin().sum() for s in s_ref)
+    ref = torch.autograd.grad(loss_ref, list(m.parameters()))
+    for g, g_ref in zip(fast, ref):
+        assert_close(g, g_ref, rtol=1e-9, atol=1e-10)
+
+
+def naive_read(m: NeuralMemory, x: torch.Tensor) -> torch.Tensor:
+    """``retrieve`` from a fresh state, written out: M₀(q) per head, then the output path."""
+    B, T, _ = x.shape
+    q = naive_project(m, x)[0]
+    ys = torch.stack([torch.stack([naive_mlp([w[h] for w in m.init_weights], q[b, h])
+                                   for h in range(m.config.heads)]) for b in range(B)])
+    ys = ys / torch.sqrt(ys.pow(2).mean(-1, keepdim=True) + 1e-6) * m.out_norm[:, None, :]
+    flat = ys.permute(0, 2, 1, 3).reshape(B, T, -1)
+    xn = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    return (flat * torch.sigmoid(xn @ m.to_gate.weight.T)) @ m.to_out.weight.T
+
+
+# 1: one sequence per group; 384 = 2 sequences of 8 × 24 channels, so B = 5 leaves a
+# partial last group
+@pytest.mark.parametrize("group_elements", [1, 384])
+def test_grouped_projection_and_query_only_reads_match_naive_autograd(seed, loop, monkeypatch,
+                                                                      group_elements):
+    """The projections' pass (``fused.ConvSiluNorm``) runs groups of sequences, and
+    ``retrieve`` projects the queries alone: outputs and outer gradients of both
+    against plain float64 autograd."""
+    monkeypatch.setattr(fused, "_GROUP_ELEMENTS", group_elements)
+    monkeypatch.setattr(fused, "_SHORT", 0)  # 8-token pieces would otherwise be one group
+    m = make(tiny(chunk_size=3), seed)
+    x = rand_x(5, 8)
+    y, state = m(x)
+    r = m.retrieve(x)
+    y_ref, w_ref, _ = naive_forward(m, x)
+    r_ref = naive_read(m, x)
+    assert_close(y, y_ref)
+    assert_close(r, r_ref)
+    loss = y.pow(2).sum() + r.sin().sum() + sum(w.pow(2).sum() for w in state.weights)
+    loss_ref = y_ref.pow(2).sum() + r_ref.sin().sum() + sum(w.pow(2).sum() for w in w_ref)
+    fast = torch.autograd.grad(loss, list(m.parameters()))
     ref = torch.autograd.grad(loss_ref, list(m.parameters()))
     for g, g_ref in zip(fast, ref):
         assert_close(g, g_ref, rtol=1e-9, atol=1e-10)

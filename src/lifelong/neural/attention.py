@@ -136,7 +136,9 @@ class Attention(nn.Module):
         for s in range(0, t, block):
             qb, qp = q[:, :, s : s + block], q_pos[s : s + block]
             lo = int(qp[0]) - self.window + 1 if self.window is not None else int(k_pos[0])
-            sel = (k_pos >= lo) & (k_pos <= int(qp[-1]))
+            # k_pos is consecutive, so the keys in [lo, qp[-1]] are a slice (a view, not a gather)
+            first = int(k_pos[0])
+            sel = slice(max(lo - first, 0), int(qp[-1]) - first + 1)
             kb, vb, kp = k[:, :, sel], v[:, :, sel], k_pos[sel]
             diff = qp[:, None] - kp[None, :]
             mask = diff >= 0

@@ -154,41 +154,43 @@ def chunk_backward(
 # ---------------------------------------------------------------------------
 #
 # Written by hand, forward and backward, because on a CPU these passes over
-# activation-sized tensors cost as much as the matmuls: every step works on
-# contiguous rows of one sequence at a time and writes straight into its
-# destination layout, so nothing is copied to reorder it.
+# activation-sized tensors cost as much as the matmuls: every step works on a
+# group of whole sequences at a time (as many as fit ``_GROUP_ELEMENTS``, so a
+# group's rows stay in the CPU's cache between the steps, and short sequences
+# such as MAC's segments do not pay one Python-level op per sequence) and
+# writes straight into its destination layout, so nothing is copied to reorder it.
+
+# Elements of [T, C] rows handled together: a group is ⌈this / (T·C)⌉ sequences.
+_GROUP_ELEMENTS = 1 << 17
 
 
-def _conv_forward(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
-    """Depthwise causal convolution over time for one sequence, into ``out``:
-
-        out[t] = Σ_j taps[j] ⊙ x[t − (K−1−j)]
-
-    for the new inputs x ∈ [T, C], reading the K − 1 cached inputs of the state
-    (``cache`` ∈ [K − 1, C]) before the first of them; taps ∈ [K, C] (each tap's
-    weights one contiguous row: a strided broadcast operand keeps the CPU
-    kernels from vectorizing)."""
-    K, T = taps.shape[0], x.shape[0]
-    torch.mul(x, taps[K - 1], out=out)
-    for j in range(K - 1):
-        s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
-        if T > s:
-            out[s:].addcmul_(x[: T - s], taps[j])
-        if m:
-            out[:m].addcmul_(cache[j : j + m], taps[j])
-
-
-# pieces of at most this many tokens take the whole batch in each step (see ConvSiluNorm)
+# pieces of at most this many tokens take the whole batch in one group (serving: one
+# token or a chunk's piece per session), whatever their width
 _SHORT = 32
 
 
-def _conv_forward_batch(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
-    """``_conv_forward`` for a batch of sequences at once: cache ∈ [B, K − 1, C],
-    x, out ∈ [B, T, C]; the same products and sums, element by element."""
+def _groups(batch: int, tokens: int, rows: int) -> list[slice]:
+    """Consecutive groups of sequences with about ``_GROUP_ELEMENTS`` elements each
+    (one group for pieces of at most ``_SHORT`` tokens)."""
+    if tokens <= _SHORT:
+        return [slice(0, batch)]
+    size = max(1, -(-_GROUP_ELEMENTS // max(rows, 1)))
+    return [slice(i, min(i + size, batch)) for i in range(0, batch, size)]
+
+
+def _conv_forward(cache: Tensor, x: Tensor, taps: Tensor, out: Tensor) -> None:
+    """Depthwise causal convolution over time for a group of sequences, into ``out``:
+
+        out[:, t] = Σ_j taps[j] ⊙ x[:, t − (K−1−j)]
+
+    for the new inputs x ∈ [G, T, C], reading the K − 1 cached inputs of the state
+    (``cache`` ∈ [G, K − 1, C]) before the first of them; taps ∈ [K, C] (each tap's
+    weights one contiguous row: a strided broadcast operand keeps the CPU
+    kernels from vectorizing). Every output adds its terms in the order of j."""
     K, T = taps.shape[0], x.shape[1]
     torch.mul(x, taps[K - 1], out=out)
     for j in range(K - 1):
-        s, m = K - 1 - j, min(K - 1 - j, T)
+        s, m = K - 1 - j, min(K - 1 - j, T)  # lookback; outputs that reach the cache
         if T > s:
             out[:, s:].addcmul_(x[:, : T - s], taps[j])
         if m:
@@ -199,12 +201,13 @@ def _conv_backward(
     cache: Tensor, x: Tensor, taps: Tensor, g: Tensor,
     grad_cache: Tensor | None, grad_x: Tensor | None, grad_taps: Tensor | None,
 ) -> None:
-    """Gradients of ``_conv_forward`` for one sequence from g = ∂ℒ/∂out: written
-    into grad_cache and grad_x, accumulated into grad_taps (those not None).
+    """Gradients of ``_conv_forward`` for a group of sequences from g = ∂ℒ/∂out:
+    written into grad_cache and grad_x, accumulated into grad_taps (those not None).
 
     The input gradient accumulates K shifted products in one buffer; a tap's
-    weight gradient Σ_t x[t − s] ⊙ g[t] is a dot product along time."""
-    K, T = taps.shape[0], x.shape[0]
+    weight gradient Σ_t x[t − s] ⊙ g[t] is a dot product along time, one
+    sequence after the other (the order of the sums of a one-sequence loop)."""
+    K, T = taps.shape[0], x.shape[1]
     if grad_cache is not None:
         grad_cache.zero_()
     if grad_x is not None:
@@ -212,14 +215,17 @@ def _conv_backward(
     for j in range(K):
         s, m = K - 1 - j, min(K - 1 - j, T)
         if grad_x is not None and j < K - 1 and T > s:
-            grad_x[: T - s].addcmul_(g[s:], taps[j])
+            grad_x[:, : T - s].addcmul_(g[:, s:], taps[j])
         if grad_cache is not None and m:
-            grad_cache[j : j + m].addcmul_(g[:m], taps[j])
-        if grad_taps is not None:
-            if T > s:
-                grad_taps[j] += torch.linalg.vecdot(x[: T - s], g[s:], dim=0)
-            if m:
-                grad_taps[j] += torch.linalg.vecdot(cache[j : j + m], g[:m], dim=0)
+            grad_cache[:, j : j + m].addcmul_(g[:, :m], taps[j])
+    if grad_taps is not None:
+        for i in range(x.shape[0]):
+            for j in range(K):
+                s, m = K - 1 - j, min(K - 1 - j, T)
+                if T > s:
+                    grad_taps[j] += torch.linalg.vecdot(x[i, : T - s], g[i, s:], dim=0)
+                if m:
+                    grad_taps[j] += torch.linalg.vecdot(cache[i, j : j + m], g[i, :m], dim=0)
 
 
 class ConvSiluNorm(torch.autograd.Function):
@@ -227,83 +233,76 @@ class ConvSiluNorm(torch.autograd.Function):
 
         a = SiLU(conv(raw)),  q = a_q / ‖a_q‖,  k = a_k / ‖a_k‖,  v = a_v (/ ‖a_v‖)
 
-    per head, with the convolution continued from the state's cache. Forward
-    and backward run one sequence at a time, all steps on it back to back while
-    it is still in the CPU's cache; SiLU writes each third straight into its
-    head-major tensor and the ℓ2 norms work in place there. Backward:
-    (g − y ⟨g, y⟩) / ‖a‖ for q and k, SiLU' back into the [T, 3·H·d] layout (one
-    reused buffer), then the convolution's gradients.
+    per head, with the convolution continued from the state's cache. With
+    ``parts = 1`` raw holds the queries' third only (x W_q ∈ [B, T, H·d]) and the
+    result is (q,): a read needs no keys or values. Forward
+    and backward run a group of sequences at a time (``_groups``), all steps on
+    it back to back while it is still in the CPU's cache; SiLU writes each third
+    straight into its head-major tensor and the ℓ2 norms work in place there.
+    Backward: (g − y ⟨g, y⟩) / ‖a‖ for q and k, SiLU' back into the [T, 3·H·d]
+    layout (one reused buffer), then the convolution's gradients.
     """
 
     @staticmethod
     def forward(ctx, cache: Tensor, raw: Tensor, w: Tensor, heads: int,  # type: ignore[override]
-                norm_values: bool = False):
+                norm_values: bool = False, parts: int = 3):
         B, T, C = raw.shape
-        d = C // (3 * heads)
+        d = C // (parts * heads)
         dtype = torch.promote_types(raw.dtype, w.dtype)  # (bf16 projections under autocast)
         raw, cache = raw.to(dtype), cache.to(dtype)
         taps = w.t().to(dtype).contiguous()  # [K, C]
         mixed = raw.new_empty(B, T, C)
-        outs = [raw.new_empty(B, heads, T, d) for _ in range(3)]
-        n_norm = 3 if norm_values else 2  # q, k (and v)
+        outs = [raw.new_empty(B, heads, T, d) for _ in range(parts)]
+        n_norm = min(parts, 3 if norm_values else 2)  # q, k (and v)
         norms = [raw.new_empty(B, heads, T, 1) for _ in range(n_norm)]
-        if B > 1 and T <= _SHORT:
-            # many short sequences (serving: one token or a chunk's piece per session): the
-            # same steps over the whole batch at once; a loop over rows would cost a Python
-            # round per row for a few elements of work each
-            _conv_forward_batch(cache, raw, taps, mixed)
-            parts = mixed.view(B, T, 3, heads, d)
-            for c in range(3):
-                out = outs[c]  # [B, H, T, d]
-                torch.ops.aten.silu.out(parts[:, :, c], out=out.transpose(1, 2))
-                if c < n_norm:
-                    norm = norms[c]
+        for i in _groups(B, T, T * C):
+            _conv_forward(cache[i], raw[i], taps, mixed[i])
+            thirds = mixed[i].view(i.stop - i.start, T, parts, heads, d)
+            for c in range(parts):
+                out = outs[c][i]  # [G, H, T, d]
+                torch.ops.aten.silu.out(thirds[:, :, c], out=out.transpose(1, 2))
+                if c < n_norm:  # q, k (, v): ℓ2-normalized over the head's features
+                    norm = norms[c][i]
                     torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
                     out.div_(norm.clamp_min_(1e-12))
-        else:
-            for i in range(B):
-                _conv_forward(cache[i], raw[i], taps, mixed[i])
-                parts = mixed[i].view(T, 3, heads, d)
-                for c in range(3):
-                    out = outs[c][i]  # [H, T, d]
-                    torch.ops.aten.silu.out(parts[:, c], out=out.transpose(0, 1))
-                    if c < n_norm:  # q, k (, v): ℓ2-normalized over the head's features
-                        norm = norms[c][i]
-                        torch.linalg.vector_norm(out, dim=-1, keepdim=True, out=norm)
-                        out.div_(norm.clamp_min_(1e-12))
         ctx.save_for_backward(cache, raw, taps, mixed, *outs[:n_norm], *norms)
         ctx.n_norm = n_norm
         ctx.heads = heads
+        ctx.parts = parts
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_q, g_k, g_v):  # type: ignore[override]
+    def backward(ctx, *grads):  # type: ignore[override]
         cache, raw, taps, mixed, *rest = ctx.saved_tensors
-        n = ctx.n_norm
-        ys, ns = [*rest[:n], None, None][:3], [*rest[n:], None, None][:3]
+        n, P = ctx.n_norm, ctx.parts
+        ys, ns = [*rest[:n], None, None][:P], [*rest[n:], None, None][:P]
         B, T, C = raw.shape
         heads = ctx.heads
-        d = C // (3 * heads)
+        d = C // (P * heads)
         need_cache, need_raw, need_w = ctx.needs_input_grad[:3]
         grad_cache = torch.empty_like(cache) if need_cache else None
         grad_raw = torch.empty_like(raw) if need_raw else None
         grad_taps = torch.zeros_like(taps) if need_w else None
-        g_mixed = raw.new_empty(T, C)  # one sequence at a time
-        g_parts = g_mixed.view(T, 3, heads, d)
-        through_norm = raw.new_empty(heads, T, d)
-        for i in range(B):
-            parts = mixed[i].view(T, 3, heads, d)
-            for c, (g, y, norm) in enumerate(zip((g_q, g_k, g_v), ys, ns)):
+        groups = _groups(B, T, T * C)
+        G = groups[0].stop - groups[0].start
+        g_mixed_all = raw.new_empty(G, T, C)  # one group at a time
+        through_norm_all = raw.new_empty(G, heads, T, d)
+        for i in groups:
+            size = i.stop - i.start
+            g_mixed = g_mixed_all[:size]
+            g_parts = g_mixed.view(size, T, P, heads, d)
+            parts = mixed[i].view(size, T, P, heads, d)
+            for c, (g, y, norm) in enumerate(zip(grads, ys, ns)):
                 if g is None:
-                    g_parts[:, c].zero_()
+                    g_parts[:, :, c].zero_()
                     continue
                 g = g[i].to(raw.dtype)
                 if y is not None:  # through the ℓ2 norm
                     dot = torch.linalg.vecdot(g, y[i], dim=-1).unsqueeze(-1)
-                    g = torch.addcmul(g, y[i], dot, value=-1, out=through_norm).div_(norm[i])
+                    g = torch.addcmul(g, y[i], dot, value=-1, out=through_norm_all[:size]).div_(norm[i])
                 torch.ops.aten.silu_backward.grad_input(
-                    g.transpose(0, 1), parts[:, c], grad_input=g_parts[:, c]
+                    g.transpose(1, 2), parts[:, :, c], grad_input=g_parts[:, :, c]
                 )
             _conv_backward(
                 cache[i], raw[i], taps, g_mixed,
@@ -312,7 +311,7 @@ class ConvSiluNorm(torch.autograd.Function):
                 grad_taps,
             )
         grad_w = None if grad_taps is None else grad_taps.t()
-        return grad_cache, grad_raw, grad_w, None, None
+        return grad_cache, grad_raw, grad_w, None, None, None
 
 
 def _inv_rms(x: Tensor) -> Tensor:

@@ -257,6 +257,16 @@ class NeuralMemory(PretrainedMixin, nn.Module):
         gates = self.to_gates(x).view(B, T, 3, H).permute(0, 3, 1, 2)
         return q, k, v, gates, new_cache
 
+    def _project_queries(self, x: Tensor, conv_cache: Tensor) -> Tensor:
+        """q alone, as ``_project`` computes it: a read needs no keys, values or
+        gates, so only the queries' third of the projection and convolution runs."""
+        cfg = self.config
+        inner = cfg.heads * cfg.head_dim
+        raw = F.linear(x, self.to_qkv.weight[:inner])  # [B, T, H·d]
+        (q,) = ConvSiluNorm.apply(conv_cache[..., :inner], raw, self.conv[:inner], cfg.heads,
+                                  cfg.value_norm, 1)
+        return q
+
     def _output(self, x: Tensor, y: Tensor) -> Tensor:
         """Normalize each head's retrieval, gate it by x, project back to dim."""
         z = GatedHeadNorm.apply(y, self.to_gate(x))
@@ -388,7 +398,7 @@ class NeuralMemory(PretrainedMixin, nn.Module):
         self._check_input(x)
         state = self._check_state(state, x)
         x = self._norm_input(x)
-        q, _, _, _, _ = self._project(x, state.conv)
+        q = self._project_queries(x, state.conv)
         return self._output(x, self.read_associations(q, state))
 
     def update(self, x: Tensor, state: MemoryState | None = None) -> MemoryState:
