@@ -61,9 +61,8 @@ def _convert_gguf(gguf: Path) -> Path:
     return target
 
 
-def model_folder(path: str) -> Path:
-    """The transformers folder of ``path`` (``local``: the embedded model; a ``.gguf`` is
-    converted once and cached; a folder is itself)."""
+def _model_source(path: str) -> Path:
+    """What ``path`` names (``local``: the embedded model's GGUF), checked to exist."""
     if path == "local":
         from lifelong.llm.model_files import default_model_path
 
@@ -72,7 +71,17 @@ def model_folder(path: str) -> Path:
         src = Path(path).expanduser()
     if not src.exists():
         raise ModelError(f"model not found: {src}", hint="give a Hugging Face model folder or a .gguf file")
+    return src
+
+
+def _folder_of(src: Path) -> Path:
     return _convert_gguf(src) if src.suffix == ".gguf" else src
+
+
+def model_folder(path: str) -> Path:
+    """The transformers folder of ``path`` (``local``: the embedded model; a ``.gguf`` is
+    converted once and cached; a folder is itself)."""
+    return _folder_of(_model_source(path))
 
 
 class _StopOnText:
@@ -101,16 +110,9 @@ class HFLLM:
         except ImportError as exc:
             raise ModelError("the hf backend needs the [hf] extra",
                              hint="pip install 'lifelong[hf]' (install torch==2.13.0 first for the CPU build)") from exc
-        if path == "local":
-            from lifelong.llm.model_files import default_model_path
-
-            src = default_model_path()
-        else:
-            src = Path(path).expanduser()
-        if not src.exists():
-            raise ModelError(f"model not found: {src}", hint="give a Hugging Face model folder or a .gguf file")
+        src = _model_source(path)
         t0 = time.perf_counter()
-        folder = _convert_gguf(src) if src.suffix == ".gguf" else src
+        folder = _folder_of(src)
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -135,17 +135,9 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 def model_folder(path: str) -> Path:
     """A transformers model folder for ``path`` (``local``: the embedded Gemma, converted once)."""
-    from lifelong.llm.hf import _convert_gguf
+    from lifelong.llm.hf import model_folder as hf_model_folder
 
-    if path == "local":
-        from lifelong.llm.model_files import default_model_path
-
-        src = default_model_path()
-    else:
-        src = Path(path).expanduser()
-    if not src.exists():
-        raise ModelError(f"model not found: {src}", hint="give a Hugging Face model folder or a .gguf file")
-    return _convert_gguf(src) if src.suffix == ".gguf" else src
+    return hf_model_folder(path)
 
 
 class HopeGemma:
