@@ -14,19 +14,21 @@
 set -u
 KINDS=${KINDS:-"transformer swa deltanet lmm mac mag mal ttt"}
 OUT=${OUT:-bench-results/recipe}
+CONFIGS=${CONFIGS:-configs/bench/recipe}   # where KINDS' configs live
+RUNS=${RUNS:-runs/bench/recipe}            # where those configs' runs land
 N=${N:-100}
 LENGTHS=${LENGTHS:-64,128,256,512,1024}
 DEVICE=${DEVICE:-cpu}
 status=0
 for kind in $KINDS; do
-  if ! lifelong train "configs/bench/recipe/$kind.toml" --no-progress --device "$DEVICE"; then
+  if ! lifelong train "$CONFIGS/$kind.toml" --no-progress --device "$DEVICE"; then
     echo "FAILED: $kind (training)" >&2
     status=1
     continue
   fi
   # One call per length: a memory that overflows at 8x keeps its 1x..4x results.
   for len in $(echo "$LENGTHS" | tr , ' '); do
-    lifelong bench run --model "runs/bench/recipe/$kind" --suite mqar \
+    lifelong bench run --model "$RUNS/$kind" --suite mqar \
       --lengths "$len" --n "$N" --device "$DEVICE" --out "$OUT/$len" ||
       { echo "FAILED: $kind at $len tokens" >&2; status=1; }
   done
